@@ -1,0 +1,125 @@
+"""Mutation payloads: what a mutation did, or the `UserError`s saying why it did nothing."""
+
+from typing import Self
+
+import strawberry
+
+from bank_graphql.api.scalars import Money
+from bank_graphql.api.types import Account, LedgerEntry, Payment
+from bank_graphql.ledger import RefusalCode, WriteOutcome
+
+ErrorCode = strawberry.enum(RefusalCode, name="ErrorCode")
+
+
+@strawberry.type(description="Why a mutation did nothing. A mutation with errors changed nothing.")
+class UserError:
+    code: ErrorCode  # type: ignore[valid-type]
+    message: str
+    field: list[str] | None = strawberry.field(
+        description='Path to the input field at fault, e.g. ["input", "amount"].'
+    )
+
+
+def _user_errors(outcome: WriteOutcome) -> list[UserError]:
+    return [
+        UserError(
+            code=r.code,
+            message=r.message,
+            field=None if r.field is None else ["input", *r.field],
+        )
+        for r in outcome.refusals
+    ]
+
+
+def _account(outcome: WriteOutcome, index: int) -> Account | None:
+    return Account.from_row(outcome.accounts[index]) if outcome.accounts else None
+
+
+def _balance(outcome: WriteOutcome) -> Money | None:
+    return None if outcome.balance is None else Money(outcome.balance)
+
+
+@strawberry.type
+class CreateAccountPayload:
+    account: Account | None
+    errors: list[UserError]
+
+    @classmethod
+    def from_outcome(cls, outcome: WriteOutcome) -> Self:
+        return cls(account=_account(outcome, 0), errors=_user_errors(outcome))
+
+
+@strawberry.type
+class DepositPayload:
+    balance: Money | None = strawberry.field(
+        description="The account's balance right after this deposit."
+    )
+    entry: LedgerEntry | None
+    account: Account | None
+    errors: list[UserError]
+
+    @classmethod
+    def from_outcome(cls, outcome: WriteOutcome) -> Self:
+        return cls(
+            balance=_balance(outcome),
+            entry=None if outcome.entry is None else LedgerEntry.from_row(outcome.entry),
+            account=_account(outcome, 0),
+            errors=_user_errors(outcome),
+        )
+
+
+@strawberry.type
+class TransferPayload:
+    balance: Money | None = strawberry.field(
+        description="The source account's balance right after this transfer."
+    )
+    entry: LedgerEntry | None = strawberry.field(
+        description="The TRANSFER_OUT entry on the source account."
+    )
+    source_account: Account | None
+    target_account: Account | None
+    errors: list[UserError]
+
+    @classmethod
+    def from_outcome(cls, outcome: WriteOutcome) -> Self:
+        return cls(
+            balance=_balance(outcome),
+            entry=None if outcome.entry is None else LedgerEntry.from_row(outcome.entry),
+            source_account=_account(outcome, 0),
+            target_account=_account(outcome, 1),
+            errors=_user_errors(outcome),
+        )
+
+
+@strawberry.type
+class PayPayload:
+    balance: Money | None = strawberry.field(
+        description="The account's balance right after this payment."
+    )
+    payment: Payment | None
+    account: Account | None
+    errors: list[UserError]
+
+    @classmethod
+    def from_outcome(cls, outcome: WriteOutcome) -> Self:
+        return cls(
+            balance=_balance(outcome),
+            payment=None if outcome.payment is None else Payment.from_row(outcome.payment),
+            account=_account(outcome, 0),
+            errors=_user_errors(outcome),
+        )
+
+
+@strawberry.type
+class MergeAccountsPayload:
+    balance: Money | None = strawberry.field(
+        description="The surviving account's balance right after the merge."
+    )
+    account: Account | None
+    errors: list[UserError]
+
+    @classmethod
+    def from_outcome(cls, outcome: WriteOutcome) -> Self:
+        return cls(
+            balance=_balance(outcome), account=_account(outcome, 0), errors=_user_errors(outcome)
+        )

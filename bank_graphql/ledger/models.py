@@ -1,0 +1,65 @@
+"""Rows the ledger hands to its callers: frozen, typed, free of any transport concern."""
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class EntryKind(StrEnum):
+    DEPOSIT = "DEPOSIT"
+    TRANSFER_IN = "TRANSFER_IN"
+    TRANSFER_OUT = "TRANSFER_OUT"
+    PAYMENT = "PAYMENT"
+    CASHBACK = "CASHBACK"
+    MERGE_IN = "MERGE_IN"
+    MERGE_OUT = "MERGE_OUT"
+
+
+OUTGOING_KINDS = frozenset({EntryKind.TRANSFER_OUT, EntryKind.PAYMENT})
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: str
+    created_at: int
+    outgoing: int
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    id: int
+    account_id: str
+    ts: int
+    kind: EntryKind
+    amount: int
+    balance_after: int
+    counterparty_id: str | None
+    payment_id: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    id: int
+    owner_id: str
+    """The account that owns the payment now: the payer, or its survivor after merges."""
+    ts: int
+    amount: int
+    cashback: int
+    cashback_due_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Spender:
+    account_id: str
+    outgoing: int
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One keyset page: the rows in order and whether more exist on either side."""
+
+    rows: list[T]
+    has_previous: bool
+    has_next: bool

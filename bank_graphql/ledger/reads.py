@@ -1,0 +1,133 @@
+"""Read queries, all run inside one REPEATABLE READ, READ ONLY snapshot per request."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from bank_graphql.ledger.database import Conn
+from bank_graphql.ledger.keyset import Keyset, PageRequest, Window
+from bank_graphql.ledger.models import Account, Entry, Page, Payment, Spender
+from bank_graphql.ledger.unit_of_work import entry_from_row
+
+_BIGINT_MAX = 2**63 - 1
+# Account ids are ASCII (schema.sql checks it) and sort by bytes: "\x7f" is above them all.
+_ID_ABOVE_ALL = "\x7f"
+
+_ACCOUNTS_BY_ID = """
+SELECT id, created_at, outgoing FROM accounts
+WHERE id = ANY(%s) AND merged_into IS NULL
+"""
+
+# Balance at `at`: the last entry at or before it, plus cashback due by then but not yet
+# written (only a future `at` can see any: everything due by now is settled first).
+_BALANCES_AT = """
+SELECT k.ord,
+       CASE WHEN k.at < a.created_at THEN NULL ELSE
+           coalesce((SELECT e.balance_after FROM entries e
+                     WHERE e.account_id = k.id AND e.ts <= k.at
+                     ORDER BY e.ts DESC, e.id DESC LIMIT 1), 0)
+           + CASE WHEN a.next_cashback_due_at <= k.at THEN
+                 (SELECT coalesce(sum(p.cashback), 0)::bigint
+                  FROM accounts o JOIN payments p ON p.account_id = o.id
+                  WHERE o.survivor_id = k.id AND NOT p.settled AND p.cashback_due_at <= k.at)
+             ELSE 0 END
+       END
+FROM unnest(%(ids)s::text[], %(ats)s::bigint[]) WITH ORDINALITY AS k (id, at, ord)
+JOIN accounts a ON a.id = k.id
+"""
+
+_PAYMENT = """
+SELECT p.id, o.survivor_id, p.ts, p.amount, p.cashback, p.cashback_due_at
+FROM payments p JOIN accounts o ON o.id = p.account_id
+WHERE p.id = %(number)s AND o.survivor_id = %(owner)s
+"""
+
+_TOP_SPENDERS = """
+SELECT id, outgoing FROM accounts WHERE merged_into IS NULL
+ORDER BY outgoing DESC, id LIMIT %s
+"""
+
+
+def _account(row: tuple[Any, ...]) -> Account:
+    return Account(id=row[0], created_at=row[1], outgoing=row[2])
+
+
+def _payment(row: tuple[Any, ...]) -> Payment:
+    return Payment(*row)
+
+
+_ACCOUNT_PAGES: Keyset[Account] = Keyset(
+    columns="id, created_at, outgoing",
+    source="accounts",
+    scope="merged_into IS NULL",
+    key_columns=["id"],
+    key_types=["text"],
+    to_row=_account,
+)
+
+_ENTRY_PAGES: Keyset[Entry] = Keyset(
+    columns="id, account_id, ts, kind::text, amount, balance_after, counterparty_id, payment_id",
+    source="entries",
+    scope="account_id = %(account)s",
+    key_columns=["ts", "id"],
+    key_types=["bigint", "bigint"],
+    to_row=entry_from_row,
+)
+
+_PAYMENT_PAGES: Keyset[Payment] = Keyset(
+    columns="p.id, o.survivor_id, p.ts, p.amount, p.cashback, p.cashback_due_at",
+    source="payments p JOIN accounts o ON o.id = p.account_id",
+    scope="o.survivor_id = %(owner)s",
+    key_columns=["p.id"],
+    key_types=["bigint"],
+    to_row=_payment,
+)
+
+
+class Snapshot:
+    """Reads as of one instant: every method sees the same committed state.
+
+    The caller holds `conn` inside a REPEATABLE READ, READ ONLY transaction.
+    """
+
+    def __init__(self, conn: Conn, now: int) -> None:
+        self.conn = conn
+        self.now = now
+
+    async def accounts_by_id(self, ids: Sequence[str]) -> dict[str, Account]:
+        cursor = await self.conn.execute(_ACCOUNTS_BY_ID, (list(ids),))
+        return {row[0]: _account(row) for row in await cursor.fetchall()}
+
+    async def accounts(self, request: PageRequest) -> Page[Account]:
+        window = Window(above=("",), below=(_ID_ABOVE_ALL,))
+        return await _ACCOUNT_PAGES.page(self.conn, {}, window, request)
+
+    async def balances(self, keys: Sequence[tuple[str, int]]) -> list[int | None]:
+        """Balance of each (account id, at); None where the account did not exist yet."""
+        cursor = await self.conn.execute(
+            _BALANCES_AT, {"ids": [k[0] for k in keys], "ats": [k[1] for k in keys]}
+        )
+        found = {int(ord_): balance for ord_, balance in await cursor.fetchall()}
+        return [found.get(i) for i in range(1, len(keys) + 1)]
+
+    async def entries(
+        self, account_id: str, request: PageRequest, since: int | None, until: int | None
+    ) -> Page[Entry]:
+        """A page of one account's entries with timestamps in [since, until], both inclusive."""
+        window = Window(
+            above=(-1 if since is None else since, 0),
+            below=(_BIGINT_MAX if until is None else until, _BIGINT_MAX),
+        )
+        return await _ENTRY_PAGES.page(self.conn, {"account": account_id}, window, request)
+
+    async def payments(self, owner_id: str, request: PageRequest) -> Page[Payment]:
+        window = Window(above=(0,), below=(_BIGINT_MAX,))
+        return await _PAYMENT_PAGES.page(self.conn, {"owner": owner_id}, window, request)
+
+    async def payment(self, owner_id: str, number: int) -> Payment | None:
+        cursor = await self.conn.execute(_PAYMENT, {"number": number, "owner": owner_id})
+        row = await cursor.fetchone()
+        return None if row is None else _payment(row)
+
+    async def top_spenders(self, first: int) -> list[Spender]:
+        cursor = await self.conn.execute(_TOP_SPENDERS, (first,))
+        return [Spender(account_id=r[0], outgoing=r[1]) for r in await cursor.fetchall()]

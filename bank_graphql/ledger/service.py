@@ -1,0 +1,359 @@
+"""The ledger service: every mutation is one PostgreSQL transaction that it opens and commits.
+
+Flow of a write: lock the touched accounts in id order -> settle their due cashback ->
+pure checks (each refusal raised before anything is appended) -> append entries -> flush.
+A refusal raised after settlement still commits the settlement: due cashback is owed
+whatever the outcome of the request that noticed it.
+"""
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from psycopg import errors
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from bank_graphql.ledger.cashback import SweepLimits, any_due, settle_due
+from bank_graphql.ledger.clock import ClockMode, advance_client_clock, read_now
+from bank_graphql.ledger.database import Conn
+from bank_graphql.ledger.models import Account, Entry, EntryKind, Payment
+from bank_graphql.ledger.reads import Snapshot
+from bank_graphql.ledger.refusals import Refusal, RefusalCode, Refused
+from bank_graphql.ledger.rules import (
+    CASHBACK_DELAY_MS,
+    MAX_MONEY,
+    MAX_TIMESTAMP_MS,
+    cashback_of,
+    is_account_id,
+)
+from bank_graphql.ledger.unit_of_work import LockedAccount, UnitOfWork
+
+log = logging.getLogger(__name__)
+
+_TRANSIENT_ERRORS = (errors.SerializationFailure, errors.DeadlockDetected)
+
+_CREATE_ACCOUNT = """
+INSERT INTO accounts (id, created_at, last_entry_at, survivor_id)
+VALUES (%(id)s, %(ts)s, %(ts)s, %(id)s)
+ON CONFLICT (id) DO NOTHING
+RETURNING id, created_at, outgoing
+"""
+
+_INSERT_PAYMENT = """
+INSERT INTO payments (id, account_id, ts, amount, cashback, cashback_due_at, settled)
+VALUES (nextval('payment_numbers'), %(account)s, %(ts)s, %(amount)s, %(cashback)s,
+        %(due_at)s, %(cashback)s = 0)
+RETURNING id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    """What a mutation did: refusals (and nothing else), or the rows it produced."""
+
+    refusals: tuple[Refusal, ...] = ()
+    balance: int | None = None
+    entry: Entry | None = None
+    payment: Payment | None = None
+    accounts: tuple[Account, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WriteLimits:
+    retries_max: int = 5
+    """Attempts for a transaction that lost a serialization or deadlock race."""
+    retry_backoff_ms: int = 5
+
+
+Work = Callable[[UnitOfWork, int], Awaitable[WriteOutcome]]
+
+
+class Ledger:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Conn],
+        clock: ClockMode,
+        limits: WriteLimits | None = None,
+        sweep_limits: SweepLimits | None = None,
+    ) -> None:
+        self.pool = pool
+        self.clock = clock
+        self._limits = limits or WriteLimits()
+        self.sweep_limits = sweep_limits or SweepLimits()
+
+    # -- reads -------------------------------------------------------------------------
+
+    async def ping(self, timeout_s: float = 2.0) -> bool:
+        """Does the database answer within `timeout_s`?"""
+        try:
+            async with asyncio.timeout(timeout_s), self.pool.connection(timeout_s) as conn:
+                await conn.execute("SELECT 1")
+        except (errors.Error, PoolTimeout, TimeoutError):
+            return False
+        return True
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[Snapshot]:
+        """Settle everything due by now, then hold one read-only snapshot until exit."""
+        async with self.pool.connection() as conn:
+            now = await read_now(conn, self.clock)
+            if await any_due(conn, now):
+                await settle_due(conn, now, self.sweep_limits)
+            await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                yield Snapshot(conn, now)
+            finally:
+                await conn.execute("ROLLBACK")
+
+    # -- mutations ---------------------------------------------------------------------
+
+    async def create_account(self, account_id: str, timestamp: int | None) -> WriteOutcome:
+        refusals = _account_id_refusals(account_id, "id") + _timestamp_refusals(timestamp)
+
+        async def work(uow: UnitOfWork, now: int) -> WriteOutcome:
+            ts = self._creation_time(timestamp, now)
+            cursor = await uow.conn.execute(_CREATE_ACCOUNT, {"id": account_id, "ts": ts})
+            row = await cursor.fetchone()
+            if row is None:
+                raise Refused.one(
+                    RefusalCode.ACCOUNT_ALREADY_EXISTS,
+                    f"account {account_id!r} already exists (ids are never reused)",
+                    "id",
+                )
+            await self._advance_clock(uow.conn, ts)
+            return WriteOutcome(accounts=(Account(*row),))
+
+        return await self._write(work, refusals)
+
+    async def deposit(self, account_id: str, amount: int, timestamp: int | None) -> WriteOutcome:
+        refusals = (
+            _account_id_refusals(account_id, "accountId")
+            + _amount_refusals(amount)
+            + _timestamp_refusals(timestamp)
+        )
+
+        async def work(uow: UnitOfWork, now: int) -> WriteOutcome:
+            self._refuse_future(timestamp, now)
+            await uow.lock([account_id])
+            account = uow.require(account_id, "accountId")
+            ts = await self._settle_and_order(uow, timestamp, now)
+            _refuse_overflow(account, amount)
+            uow.append(account, EntryKind.DEPOSIT, amount, ts)
+            entries = await uow.flush()
+            await self._advance_clock(uow.conn, ts)
+            return WriteOutcome(
+                balance=account.balance, entry=entries[-1], accounts=(account.as_account(),)
+            )
+
+        return await self._write(work, refusals)
+
+    async def transfer(
+        self, source_id: str, target_id: str, amount: int, timestamp: int | None
+    ) -> WriteOutcome:
+        refusals = (
+            _account_id_refusals(source_id, "sourceAccountId")
+            + _account_id_refusals(target_id, "targetAccountId")
+            + _amount_refusals(amount)
+            + _timestamp_refusals(timestamp)
+        )
+        if not refusals and source_id == target_id:
+            refusals.append(
+                Refusal(
+                    RefusalCode.SAME_ACCOUNT,
+                    "source and target must be different accounts",
+                    ("targetAccountId",),
+                )
+            )
+
+        async def work(uow: UnitOfWork, now: int) -> WriteOutcome:
+            self._refuse_future(timestamp, now)
+            await uow.lock([source_id, target_id])
+            source = uow.require(source_id, "sourceAccountId")
+            target = uow.require(target_id, "targetAccountId")
+            ts = await self._settle_and_order(uow, timestamp, now)
+            _refuse_insufficient(source, amount)
+            _refuse_overflow(target, amount)
+            uow.append(source, EntryKind.TRANSFER_OUT, amount, ts, counterparty_id=target_id)
+            uow.append(target, EntryKind.TRANSFER_IN, amount, ts, counterparty_id=source_id)
+            entries = await uow.flush()
+            await self._advance_clock(uow.conn, ts)
+            transfer_out = next(e for e in entries if e.kind is EntryKind.TRANSFER_OUT)
+            return WriteOutcome(
+                balance=source.balance,
+                entry=transfer_out,
+                accounts=(source.as_account(), target.as_account()),
+            )
+
+        return await self._write(work, refusals)
+
+    async def pay(self, account_id: str, amount: int, timestamp: int | None) -> WriteOutcome:
+        refusals = (
+            _account_id_refusals(account_id, "accountId")
+            + _amount_refusals(amount)
+            + _timestamp_refusals(timestamp)
+        )
+
+        async def work(uow: UnitOfWork, now: int) -> WriteOutcome:
+            self._refuse_future(timestamp, now)
+            await uow.lock([account_id])
+            account = uow.require(account_id, "accountId")
+            ts = await self._settle_and_order(uow, timestamp, now)
+            due_at = ts + CASHBACK_DELAY_MS
+            if due_at > MAX_TIMESTAMP_MS:
+                raise Refused.one(
+                    RefusalCode.INVALID_TIMESTAMP,
+                    "the cashback of a payment at this timestamp would fall due past the end "
+                    "of representable time",
+                    "timestamp",
+                )
+            _refuse_insufficient(account, amount)
+            cashback = cashback_of(amount)
+            cursor = await uow.conn.execute(
+                _INSERT_PAYMENT,
+                {
+                    "account": account_id,
+                    "ts": ts,
+                    "amount": amount,
+                    "cashback": cashback,
+                    "due_at": due_at,
+                },
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            number = int(row[0])
+            uow.append(account, EntryKind.PAYMENT, amount, ts, payment_id=number)
+            if cashback > 0:
+                account.pending_cashback += cashback
+                if account.next_cashback_due_at is None or due_at < account.next_cashback_due_at:
+                    account.next_cashback_due_at = due_at
+            await uow.flush()
+            await self._advance_clock(uow.conn, ts)
+            payment = Payment(number, account_id, ts, amount, cashback, due_at)
+            return WriteOutcome(
+                balance=account.balance, payment=payment, accounts=(account.as_account(),)
+            )
+
+        return await self._write(work, refusals)
+
+    # -- shared steps ------------------------------------------------------------------
+
+    async def _write(self, work: Work, input_refusals: list[Refusal]) -> WriteOutcome:
+        """Run `work` in one transaction; retry it when it loses a serialization race.
+
+        Input refusals, found before any I/O, answer at once.
+        """
+        if input_refusals:
+            return WriteOutcome(refusals=tuple(input_refusals))
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self.pool.connection() as conn, conn.transaction():
+                    uow = UnitOfWork(conn)
+                    now = await read_now(conn, self.clock)
+                    try:
+                        return await work(uow, now)
+                    except Refused as refused:
+                        await uow.flush()
+                        return WriteOutcome(refusals=refused.refusals)
+            except _TRANSIENT_ERRORS:
+                if attempt >= self._limits.retries_max:
+                    raise
+                log.info("write lost a race, retrying (attempt %d)", attempt)
+                await asyncio.sleep(
+                    self._limits.retry_backoff_ms / 1000 * attempt * (1 + random.random())  # noqa: S311
+                )
+
+    def _creation_time(self, requested: int | None, now: int) -> int:
+        self._refuse_future(requested, now)
+        return now if requested is None else requested
+
+    def _refuse_future(self, requested: int | None, now: int) -> None:
+        if self.clock is ClockMode.SYSTEM and requested is not None and requested > now:
+            raise Refused.one(
+                RefusalCode.INVALID_TIMESTAMP,
+                f"timestamp {requested} is later than the server's clock ({now})",
+                "timestamp",
+            )
+
+    async def _settle_and_order(self, uow: UnitOfWork, requested: int | None, now: int) -> int:
+        """Settle the locked accounts' due cashback, then return the mutation's timestamp.
+
+        Everything due by now (or by the requested time, when the client clock runs ahead) is
+        written first, so a mutation can never slip in before cashback that is already due.
+        """
+        await uow.settle_cashback(max(now, requested or 0))
+        newest = max(a.last_entry_at for a in uow.locked.values())
+        if requested is None:
+            return max(now, newest)
+        if requested < newest:
+            raise Refused.one(
+                RefusalCode.TIMESTAMP_OUT_OF_ORDER,
+                f"timestamp {requested} is earlier than the newest entry ({newest}) of an "
+                "account this mutation touches",
+                "timestamp",
+            )
+        return requested
+
+    async def _advance_clock(self, conn: Conn, ts: int) -> None:
+        if self.clock is ClockMode.CLIENT:
+            await advance_client_clock(conn, ts)
+
+
+def _account_id_refusals(account_id: str, field: str) -> list[Refusal]:
+    if is_account_id(account_id):
+        return []
+    return [
+        Refusal(
+            RefusalCode.INVALID_ACCOUNT_ID,
+            "an account id is 1 to 64 characters: a letter or digit, then letters, digits "
+            "or _ . : @ -",
+            (field,),
+        )
+    ]
+
+
+def _amount_refusals(amount: int) -> list[Refusal]:
+    if 1 <= amount <= MAX_MONEY:
+        return []
+    return [
+        Refusal(
+            RefusalCode.INVALID_AMOUNT,
+            f"amount must be between 1 and {MAX_MONEY} minor units",
+            ("amount",),
+        )
+    ]
+
+
+def _timestamp_refusals(timestamp: int | None) -> list[Refusal]:
+    if timestamp is None or 0 <= timestamp <= MAX_TIMESTAMP_MS:
+        return []
+    return [
+        Refusal(
+            RefusalCode.INVALID_TIMESTAMP,
+            f"timestamp must be between 0 and {MAX_TIMESTAMP_MS}",
+            ("timestamp",),
+        )
+    ]
+
+
+def _refuse_insufficient(account: LockedAccount, amount: int) -> None:
+    if amount > account.balance:
+        raise Refused.one(
+            RefusalCode.INSUFFICIENT_FUNDS,
+            f"amount {amount} exceeds the balance of account {account.id!r} ({account.balance})",
+            "amount",
+        )
+
+
+def _refuse_overflow(account: LockedAccount, amount: int) -> None:
+    # Pending cashback is counted too, so crediting it later can never overflow.
+    if account.balance + account.pending_cashback + amount > MAX_MONEY:
+        raise Refused.one(
+            RefusalCode.BALANCE_OVERFLOW,
+            f"account {account.id!r} would hold more than {MAX_MONEY} minor units",
+            "amount",
+        )

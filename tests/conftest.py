@@ -1,0 +1,141 @@
+"""Fixtures: a real PostgreSQL, a fresh database per test cloned from a template, and an
+HTTP client talking to the app through ASGI (the app's lifespan runs for real)."""
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from psycopg import sql
+
+from bank_graphql.app import create_app
+from bank_graphql.ledger import ClockMode, audit_books, migrate
+from bank_graphql.settings import Settings
+
+TEMPLATE = f"bank_template_{os.getpid()}"
+
+
+def _with_database(url: str, name: str) -> str:
+    return psycopg.conninfo.make_conninfo(url, dbname=name)
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server: BANK_TEST_DATABASE_URL when set, else an embedded one."""
+    url = os.environ.get("BANK_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    from bank_graphql.embedded import EmbeddedPostgres
+
+    embedded = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg")) / "data")
+    url = embedded.start()
+    try:
+        yield _with_database(url, "postgres")
+    finally:
+        embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def template_db(server_url: str) -> Iterator[str]:
+    """A database built once from schema.sql; every test clones it."""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(TEMPLATE)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(TEMPLATE)))
+    migrate(_with_database(server_url, TEMPLATE))
+    yield TEMPLATE
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(TEMPLATE)))
+
+
+@pytest.fixture
+def database_url(server_url: str, template_db: str) -> Iterator[str]:
+    name = f"bank_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template_db)
+            )
+        )
+    yield _with_database(server_url, name)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+class GraphQLClient:
+    """Posts operations with variables; `ok` insists on no GraphQL errors."""
+
+    def __init__(self, http: httpx.AsyncClient) -> None:
+        self.http = http
+
+    async def post(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = await self.http.post("/graphql", json={"query": query, "variables": variables})
+        body: dict[str, Any] = response.json()
+        return body
+
+    async def ok(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        body = await self.post(query, variables)
+        assert "errors" not in body, body["errors"]
+        data: dict[str, Any] = body["data"]
+        return data
+
+    async def error_codes(self, query: str, variables: dict[str, Any] | None = None) -> list[str]:
+        body = await self.post(query, variables)
+        assert body.get("errors"), body
+        return [e["extensions"]["code"] for e in body["errors"]]
+
+
+MakeClient = Callable[..., Awaitable[GraphQLClient]]
+
+
+@pytest.fixture
+async def make_client(database_url: str) -> AsyncIterator[MakeClient]:
+    """Start the app (its lifespan, pool and all) with the given settings; stop it after."""
+    stacks: list[Any] = []
+
+    async def make(clock: ClockMode = ClockMode.CLIENT, **overrides: Any) -> GraphQLClient:
+        settings = Settings(database_url=database_url, clock=clock, sweeper_enabled=False)
+        for key, value in overrides.items():
+            settings = _replace(settings, key, value)
+        app = create_app(settings)
+        lifespan = app.router.lifespan_context(app)
+        await lifespan.__aenter__()
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+        stacks.append((lifespan, http))
+        return GraphQLClient(http)
+
+    yield make
+    for lifespan, http in reversed(stacks):
+        await http.aclose()
+        await lifespan.__aexit__(None, None, None)
+
+
+def _replace(settings: Settings, key: str, value: Any) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, **{key: value})
+
+
+@pytest.fixture
+async def gql(make_client: MakeClient) -> GraphQLClient:
+    """A client of a server on the client clock: tests pick every timestamp themselves."""
+    return await make_client(ClockMode.CLIENT)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A direct connection, for looking at what the API wrote and auditing the books."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+async def audit(db: psycopg.AsyncConnection[Any]) -> Callable[[], Awaitable[None]]:
+    async def check() -> None:
+        assert await audit_books(db) == []
+
+    return check
