@@ -99,7 +99,7 @@ async def balance(gql: GraphQLClient, account_id: str, at: int | None = None) ->
     return value
 
 
-async def funded(gql: GraphQLClient, account_id: str, amount: int, ts: int = 1_000) -> None:
+async def funded(gql: GraphQLClient, account_id: str, amount: int, ts: int | None = 1_000) -> None:
     """Create `account_id` at `ts` and deposit `amount` into it at the same instant."""
     assert (await create(gql, account_id, ts))["errors"] == []
     if amount:

@@ -52,3 +52,7 @@ def build_schema() -> BankSchema:
             EndReadsAfterOperation,
         ],
     )
+
+
+# The schema as a module attribute, for `strawberry export-schema bank_graphql.api.schema`.
+schema = build_schema()
