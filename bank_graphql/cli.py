@@ -1,6 +1,7 @@
 """`bank-graphql serve | migrate`: every flag also reads an environment variable."""
 
 import argparse
+import asyncio
 import logging
 import os
 import signal
@@ -11,7 +12,15 @@ from types import FrameType
 
 import uvicorn
 
-from bank_graphql.ledger import ClockMode, has_schema, migrate
+from bank_graphql.ledger import (
+    ClockMode,
+    PoolLimits,
+    Sweeper,
+    SweepLimits,
+    has_schema,
+    migrate,
+    open_pool,
+)
 
 log = logging.getLogger("bank_graphql")
 
@@ -82,7 +91,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate_cmd = commands.add_parser("migrate", help="apply schema.sql to the database")
     _add_database_url(migrate_cmd, embedded=False)
+
+    prune = commands.add_parser(
+        "prune-keys",
+        help="delete idempotency keys older than the retention (the server's "
+        "sweeper also does it hourly)",
+    )
+    _add_database_url(prune, embedded=False)
+    prune.add_argument(
+        "--older-than-days",
+        type=int,
+        default=int(_env("BANK_KEY_RETENTION_DAYS", "7")),
+        help="retention in days, at least 7 (env BANK_KEY_RETENTION_DAYS, default 7)",
+    )
     return parser
+
+
+async def _prune_keys(database_url: str, retention_days: int) -> int:
+    pool = await open_pool(database_url, PoolLimits(min_size=1, max_size=1))
+    try:
+        limits = SweepLimits(key_retention_days=retention_days)
+        return await Sweeper(pool, ClockMode.SYSTEM, limits).prune_keys()
+    finally:
+        await pool.close()
 
 
 def _exit_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
@@ -132,11 +163,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     if args.command == "serve":
         serve(args)
-    elif args.command == "migrate":
+    else:
         if not args.database_url:
-            sys.exit("bank-graphql migrate: give --database-url or set DATABASE_URL")
-        migrate(args.database_url)
-        log.info("schema applied")
+            sys.exit(f"bank-graphql {args.command}: give --database-url or set DATABASE_URL")
+        if args.command == "migrate":
+            migrate(args.database_url)
+        else:
+            pruned = asyncio.run(_prune_keys(args.database_url, args.older_than_days))
+            log.info("pruned %d idempotency keys", pruned)
 
 
 if __name__ == "__main__":

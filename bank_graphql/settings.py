@@ -46,6 +46,7 @@ def settings_from_env(environ: Mapping[str, str] = os.environ) -> Settings:
         sweeper=SweepLimits(
             batch_max=int(get("BANK_SWEEPER_BATCH_MAX", sweeper.batch_max)),
             interval_s=float(get("BANK_SWEEPER_INTERVAL_S", sweeper.interval_s)),
+            key_retention_days=int(get("BANK_KEY_RETENTION_DAYS", sweeper.key_retention_days)),
         ),
         graphiql=_flag(get("BANK_GRAPHIQL", "1")),
     )

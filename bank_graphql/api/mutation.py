@@ -1,9 +1,12 @@
-"""Mutations: thin resolvers handing inputs to the ledger and its outcome to a payload."""
+"""Mutations: thin resolvers handing inputs to the ledger and its outcome to a payload.
+
+Each resolver first ends the request's read snapshot, so payload fields read after the
+write see its effect (mutations of one request run one after another).
+"""
 
 import strawberry
 
 from bank_graphql.api.context import Info
-from bank_graphql.api.errors import ApiError, ErrorCode
 from bank_graphql.api.inputs import (
     CreateAccountInput,
     DepositInput,
@@ -20,54 +23,51 @@ from bank_graphql.api.payloads import (
 )
 
 
-def _refuse_idempotency_key(key: str | None) -> None:
-    if key is not None:
-        raise ApiError(ErrorCode.NOT_IMPLEMENTED, "idempotencyKey is not implemented yet")
-
-
 @strawberry.type
 class Mutation:
     @strawberry.mutation
     async def create_account(self, info: Info, input: CreateAccountInput) -> CreateAccountPayload:
-        _refuse_idempotency_key(input.idempotency_key)
         await info.context.end_reads()
-        outcome = await info.context.ledger.create_account(str(input.id), input.timestamp)
+        outcome = await info.context.ledger.create_account(
+            str(input.id), input.timestamp, input.idempotency_key
+        )
         return CreateAccountPayload.from_outcome(outcome)
 
     @strawberry.mutation
     async def deposit(self, info: Info, input: DepositInput) -> DepositPayload:
-        _refuse_idempotency_key(input.idempotency_key)
         await info.context.end_reads()
         outcome = await info.context.ledger.deposit(
-            str(input.account_id), input.amount, input.timestamp
+            str(input.account_id), input.amount, input.timestamp, input.idempotency_key
         )
         return DepositPayload.from_outcome(outcome)
 
     @strawberry.mutation
     async def transfer(self, info: Info, input: TransferInput) -> TransferPayload:
-        _refuse_idempotency_key(input.idempotency_key)
         await info.context.end_reads()
         outcome = await info.context.ledger.transfer(
             str(input.source_account_id),
             str(input.target_account_id),
             input.amount,
             input.timestamp,
+            input.idempotency_key,
         )
         return TransferPayload.from_outcome(outcome)
 
     @strawberry.mutation
     async def pay(self, info: Info, input: PayInput) -> PayPayload:
-        _refuse_idempotency_key(input.idempotency_key)
         await info.context.end_reads()
         outcome = await info.context.ledger.pay(
-            str(input.account_id), input.amount, input.timestamp
+            str(input.account_id), input.amount, input.timestamp, input.idempotency_key
         )
         return PayPayload.from_outcome(outcome)
 
-    @strawberry.mutation
-    async def merge_accounts(
-        self,
-        info: Info,  # noqa: ARG002
-        input: MergeAccountsInput,  # noqa: ARG002
-    ) -> MergeAccountsPayload:
-        raise ApiError(ErrorCode.NOT_IMPLEMENTED, "mergeAccounts is not implemented yet")
+    @strawberry.mutation(description="Merge `absorbedAccountId` into `accountId`.")
+    async def merge_accounts(self, info: Info, input: MergeAccountsInput) -> MergeAccountsPayload:
+        await info.context.end_reads()
+        outcome = await info.context.ledger.merge_accounts(
+            str(input.account_id),
+            str(input.absorbed_account_id),
+            input.timestamp,
+            input.idempotency_key,
+        )
+        return MergeAccountsPayload.from_outcome(outcome)

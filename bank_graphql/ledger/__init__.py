@@ -12,10 +12,18 @@ from bank_graphql.ledger.database import (
     open_pool,
 )
 from bank_graphql.ledger.keyset import PageRequest
-from bank_graphql.ledger.models import Account, Entry, EntryKind, Page, Payment, Spender
+from bank_graphql.ledger.models import (
+    Account,
+    Entry,
+    EntryKind,
+    Page,
+    Payment,
+    Spender,
+    WriteOutcome,
+)
 from bank_graphql.ledger.reads import Snapshot
 from bank_graphql.ledger.refusals import Refusal, RefusalCode
-from bank_graphql.ledger.service import Ledger, WriteLimits, WriteOutcome
+from bank_graphql.ledger.service import Ledger, WriteLimits
 
 __all__ = [
     "Account",

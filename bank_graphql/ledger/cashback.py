@@ -1,4 +1,7 @@
-"""Settling due cashback for accounts nobody touches, and the sweeper that keeps doing it."""
+"""Settling due cashback for accounts nobody touches, and the sweeper that keeps doing it.
+
+The sweeper also prunes old idempotency keys, in bounded batches, once per prune interval.
+"""
 
 import asyncio
 import logging
@@ -7,6 +10,7 @@ from dataclasses import dataclass
 from psycopg import errors
 from psycopg_pool import AsyncConnectionPool
 
+from bank_graphql.ledger import idempotency
 from bank_graphql.ledger.clock import ClockMode, read_now
 from bank_graphql.ledger.database import Conn
 from bank_graphql.ledger.unit_of_work import UnitOfWork
@@ -35,6 +39,10 @@ class SweepLimits:
     batches_max: int = 50
     """Transactions per sweep, so one sweep cannot run forever behind a huge backlog."""
     interval_s: float = 1.0
+    key_retention_days: int = 7
+    """Idempotency keys are kept at least this long (never less than 7 days)."""
+    key_prune_interval_s: float = 3600.0
+    key_prune_batch_max: int = 1000
 
 
 async def any_due(conn: Conn, horizon: int) -> bool:
@@ -85,15 +93,33 @@ class Sweeper:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
+    async def prune_keys(self) -> int:
+        """Delete idempotency keys past retention, in bounded batches; returns how many."""
+        pruned = 0
+        async with self._pool.connection() as conn:
+            for _ in range(self._limits.batches_max):
+                batch = await idempotency.prune(
+                    conn, self._limits.key_retention_days, self._limits.key_prune_batch_max
+                )
+                pruned += batch
+                if batch < self._limits.key_prune_batch_max:
+                    break
+        return pruned
+
     async def sweep_once(self) -> int:
         async with self._pool.connection() as conn:
             horizon = await read_now(conn, self._clock)
             return await settle_due(conn, horizon, self._limits)
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_prune = loop.time()
         while True:
             try:
                 await self.sweep_once()
+                if loop.time() >= next_prune:
+                    next_prune = loop.time() + self._limits.key_prune_interval_s
+                    await self.prune_keys()
             except errors.Error as exc:
-                log.warning("cashback sweep failed, will retry: %s", exc)
+                log.warning("background sweep failed, will retry: %s", exc)
             await asyncio.sleep(self._limits.interval_s)

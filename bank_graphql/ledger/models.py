@@ -1,8 +1,11 @@
 """Rows the ledger hands to its callers: frozen, typed, free of any transport concern."""
 
+import dataclasses
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from bank_graphql.ledger.refusals import Refusal, RefusalCode
 
 T = TypeVar("T")
 
@@ -63,3 +66,36 @@ class Page(Generic[T]):
     rows: list[T]
     has_previous: bool
     has_next: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    """What a mutation did: refusals (and nothing else), or the rows it produced."""
+
+    refusals: tuple[Refusal, ...] = ()
+    balance: int | None = None
+    entry: Entry | None = None
+    payment: Payment | None = None
+    accounts: tuple[Account, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON document from which `from_json` rebuilds an equal outcome."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "WriteOutcome":
+        entry, payment = data["entry"], data["payment"]
+        return cls(
+            refusals=tuple(
+                Refusal(
+                    RefusalCode(r["code"]),
+                    r["message"],
+                    None if r["field"] is None else tuple(r["field"]),
+                )
+                for r in data["refusals"]
+            ),
+            balance=data["balance"],
+            entry=None if entry is None else Entry(**{**entry, "kind": EntryKind(entry["kind"])}),
+            payment=None if payment is None else Payment(**payment),
+            accounts=tuple(Account(**a) for a in data["accounts"]),
+        )

@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from psycopg import errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from bank_graphql.ledger import idempotency
 from bank_graphql.ledger.cashback import SweepLimits, any_due, settle_due
 from bank_graphql.ledger.clock import ClockMode, advance_client_clock, read_now
 from bank_graphql.ledger.database import Conn
-from bank_graphql.ledger.models import Account, Entry, EntryKind, Payment
+from bank_graphql.ledger.idempotency import KeyedRequest
+from bank_graphql.ledger.models import Account, EntryKind, Payment, WriteOutcome
 from bank_graphql.ledger.reads import Snapshot
 from bank_graphql.ledger.refusals import Refusal, RefusalCode, Refused
 from bank_graphql.ledger.rules import (
@@ -28,12 +30,21 @@ from bank_graphql.ledger.rules import (
     MAX_TIMESTAMP_MS,
     cashback_of,
     is_account_id,
+    is_idempotency_key,
 )
 from bank_graphql.ledger.unit_of_work import LockedAccount, UnitOfWork
 
 log = logging.getLogger(__name__)
 
 _TRANSIENT_ERRORS = (errors.SerializationFailure, errors.DeadlockDetected)
+
+_CLOSE_MERGED = """
+UPDATE accounts
+SET survivor_id = %(survivor)s,
+    merged_into = CASE WHEN id = %(absorbed)s THEN %(survivor)s ELSE merged_into END,
+    merged_at = CASE WHEN id = %(absorbed)s THEN %(ts)s ELSE merged_at END
+WHERE survivor_id = %(absorbed)s
+"""
 
 _CREATE_ACCOUNT = """
 INSERT INTO accounts (id, created_at, last_entry_at, survivor_id)
@@ -48,17 +59,6 @@ VALUES (nextval('payment_numbers'), %(account)s, %(ts)s, %(amount)s, %(cashback)
         %(due_at)s, %(cashback)s = 0)
 RETURNING id
 """
-
-
-@dataclass(frozen=True, slots=True)
-class WriteOutcome:
-    """What a mutation did: refusals (and nothing else), or the rows it produced."""
-
-    refusals: tuple[Refusal, ...] = ()
-    balance: int | None = None
-    entry: Entry | None = None
-    payment: Payment | None = None
-    accounts: tuple[Account, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +110,9 @@ class Ledger:
 
     # -- mutations ---------------------------------------------------------------------
 
-    async def create_account(self, account_id: str, timestamp: int | None) -> WriteOutcome:
+    async def create_account(
+        self, account_id: str, timestamp: int | None, idempotency_key: str | None = None
+    ) -> WriteOutcome:
         refusals = _account_id_refusals(account_id, "id") + _timestamp_refusals(timestamp)
 
         async def work(uow: UnitOfWork, now: int) -> WriteOutcome:
@@ -126,9 +128,19 @@ class Ledger:
             await self._advance_clock(uow.conn, ts)
             return WriteOutcome(accounts=(Account(*row),))
 
-        return await self._write(work, refusals)
+        return await self._write(
+            work,
+            refusals,
+            _keyed(idempotency_key, "createAccount", id=account_id, timestamp=timestamp),
+        )
 
-    async def deposit(self, account_id: str, amount: int, timestamp: int | None) -> WriteOutcome:
+    async def deposit(
+        self,
+        account_id: str,
+        amount: int,
+        timestamp: int | None,
+        idempotency_key: str | None = None,
+    ) -> WriteOutcome:
         refusals = (
             _account_id_refusals(account_id, "accountId")
             + _amount_refusals(amount)
@@ -148,10 +160,18 @@ class Ledger:
                 balance=account.balance, entry=entries[-1], accounts=(account.as_account(),)
             )
 
-        return await self._write(work, refusals)
+        keyed = _keyed(
+            idempotency_key, "deposit", accountId=account_id, amount=amount, timestamp=timestamp
+        )
+        return await self._write(work, refusals, keyed)
 
     async def transfer(
-        self, source_id: str, target_id: str, amount: int, timestamp: int | None
+        self,
+        source_id: str,
+        target_id: str,
+        amount: int,
+        timestamp: int | None,
+        idempotency_key: str | None = None,
     ) -> WriteOutcome:
         refusals = (
             _account_id_refusals(source_id, "sourceAccountId")
@@ -187,9 +207,23 @@ class Ledger:
                 accounts=(source.as_account(), target.as_account()),
             )
 
-        return await self._write(work, refusals)
+        keyed = _keyed(
+            idempotency_key,
+            "transfer",
+            sourceAccountId=source_id,
+            targetAccountId=target_id,
+            amount=amount,
+            timestamp=timestamp,
+        )
+        return await self._write(work, refusals, keyed)
 
-    async def pay(self, account_id: str, amount: int, timestamp: int | None) -> WriteOutcome:
+    async def pay(
+        self,
+        account_id: str,
+        amount: int,
+        timestamp: int | None,
+        idempotency_key: str | None = None,
+    ) -> WriteOutcome:
         refusals = (
             _account_id_refusals(account_id, "accountId")
             + _amount_refusals(amount)
@@ -236,29 +270,115 @@ class Ledger:
                 balance=account.balance, payment=payment, accounts=(account.as_account(),)
             )
 
-        return await self._write(work, refusals)
+        keyed = _keyed(
+            idempotency_key, "pay", accountId=account_id, amount=amount, timestamp=timestamp
+        )
+        return await self._write(work, refusals, keyed)
+
+    async def merge_accounts(
+        self,
+        survivor_id: str,
+        absorbed_id: str,
+        timestamp: int | None,
+        idempotency_key: str | None = None,
+    ) -> WriteOutcome:
+        """Move the absorbed account's whole balance into the survivor and close it.
+
+        The absorbed account's payments, pending cashback and outgoing total go to the
+        survivor, and so does everything it had absorbed before (merge chains).
+        """
+        refusals = (
+            _account_id_refusals(survivor_id, "accountId")
+            + _account_id_refusals(absorbed_id, "absorbedAccountId")
+            + _timestamp_refusals(timestamp)
+        )
+        if not refusals and survivor_id == absorbed_id:
+            refusals.append(
+                Refusal(
+                    RefusalCode.SAME_ACCOUNT,
+                    "an account cannot absorb itself",
+                    ("absorbedAccountId",),
+                )
+            )
+
+        async def work(uow: UnitOfWork, now: int) -> WriteOutcome:
+            self._refuse_future(timestamp, now)
+            await uow.lock([survivor_id, absorbed_id])
+            survivor = uow.require(survivor_id, "accountId")
+            absorbed = uow.require(absorbed_id, "absorbedAccountId")
+            ts = await self._settle_and_order(uow, timestamp, now)
+            if absorbed.balance + absorbed.pending_cashback > MAX_MONEY - (
+                survivor.balance + survivor.pending_cashback
+            ):
+                raise Refused.one(
+                    RefusalCode.BALANCE_OVERFLOW,
+                    f"account {survivor_id!r} would hold more than {MAX_MONEY} minor units "
+                    "(pending cashback included)",
+                    "absorbedAccountId",
+                )
+            moved = absorbed.balance
+            uow.append(absorbed, EntryKind.MERGE_OUT, moved, ts, counterparty_id=survivor_id)
+            uow.append(survivor, EntryKind.MERGE_IN, moved, ts, counterparty_id=absorbed_id)
+            survivor.outgoing += absorbed.outgoing
+            survivor.pending_cashback += absorbed.pending_cashback
+            absorbed.pending_cashback = 0
+            survivor.next_cashback_due_at = min(
+                (
+                    due
+                    for due in (survivor.next_cashback_due_at, absorbed.next_cashback_due_at)
+                    if due is not None
+                ),
+                default=None,
+            )
+            absorbed.next_cashback_due_at = None
+            await uow.flush()
+            await uow.conn.execute(
+                _CLOSE_MERGED, {"survivor": survivor_id, "absorbed": absorbed_id, "ts": ts}
+            )
+            await self._advance_clock(uow.conn, ts)
+            return WriteOutcome(balance=survivor.balance, accounts=(survivor.as_account(),))
+
+        keyed = _keyed(
+            idempotency_key,
+            "mergeAccounts",
+            accountId=survivor_id,
+            absorbedAccountId=absorbed_id,
+            timestamp=timestamp,
+        )
+        return await self._write(work, refusals, keyed)
 
     # -- shared steps ------------------------------------------------------------------
 
-    async def _write(self, work: Work, input_refusals: list[Refusal]) -> WriteOutcome:
+    async def _write(
+        self,
+        work: Work,
+        input_refusals: list[Refusal],
+        keyed: KeyedRequest | Refusal | None,
+    ) -> WriteOutcome:
         """Run `work` in one transaction; retry it when it loses a serialization race.
 
-        Input refusals, found before any I/O, answer at once.
+        Input refusals found before any I/O skip the work (but are stored under the
+        request's idempotency key, like any outcome). An invalid key stores nothing.
         """
-        if input_refusals:
+        if isinstance(keyed, Refusal):
+            return WriteOutcome(refusals=(*input_refusals, keyed))
+        if input_refusals and keyed is None:
             return WriteOutcome(refusals=tuple(input_refusals))
         attempt = 0
         while True:
             attempt += 1
             try:
                 async with self.pool.connection() as conn, conn.transaction():
-                    uow = UnitOfWork(conn)
-                    now = await read_now(conn, self.clock)
-                    try:
-                        return await work(uow, now)
-                    except Refused as refused:
-                        await uow.flush()
-                        return WriteOutcome(refusals=refused.refusals)
+                    if keyed is not None:
+                        claimed = await idempotency.claim(conn, keyed)
+                        if isinstance(claimed, Refusal):
+                            return WriteOutcome(refusals=(claimed,))
+                        if claimed is not None:
+                            return WriteOutcome.from_json(claimed)
+                    outcome = await self._run(conn, work, input_refusals)
+                    if keyed is not None:
+                        await idempotency.store(conn, keyed.key, outcome.to_json())
+                    return outcome
             except _TRANSIENT_ERRORS:
                 if attempt >= self._limits.retries_max:
                     raise
@@ -266,6 +386,17 @@ class Ledger:
                 await asyncio.sleep(
                     self._limits.retry_backoff_ms / 1000 * attempt * (1 + random.random())  # noqa: S311
                 )
+
+    async def _run(self, conn: Conn, work: Work, input_refusals: list[Refusal]) -> WriteOutcome:
+        if input_refusals:
+            return WriteOutcome(refusals=tuple(input_refusals))
+        uow = UnitOfWork(conn)
+        now = await read_now(conn, self.clock)
+        try:
+            return await work(uow, now)
+        except Refused as refused:
+            await uow.flush()  # keeps the due cashback settled before the refusal
+            return WriteOutcome(refusals=refused.refusals)
 
     def _creation_time(self, requested: int | None, now: int) -> int:
         self._refuse_future(requested, now)
@@ -357,3 +488,11 @@ def _refuse_overflow(account: LockedAccount, amount: int) -> None:
             f"account {account.id!r} would hold more than {MAX_MONEY} minor units",
             "amount",
         )
+
+
+def _keyed(key: str | None, operation: str, **arguments: object) -> KeyedRequest | Refusal | None:
+    if key is None:
+        return None
+    if not is_idempotency_key(key):
+        return idempotency.key_refusal()
+    return KeyedRequest.of(key, operation, arguments)
