@@ -1,17 +1,25 @@
-"""The Starlette application: routes, and a lifespan that owns the pool and the sweeper."""
+"""The Starlette application: routes, middleware, and a lifespan that owns the pool and
+the background sweeper."""
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
+from bank_graphql import metrics
 from bank_graphql.api.schema import build_schema
 from bank_graphql.graphql_view import GraphQLEndpoint
+from bank_graphql.http_limits import BodySizeLimit
 from bank_graphql.ledger import Ledger, Sweeper, open_pool
+from bank_graphql.logs import configure_logging
 from bank_graphql.settings import Settings, settings_from_env
 
 log = logging.getLogger(__name__)
@@ -24,36 +32,58 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "unavailable"}, status_code=503)
 
 
+async def prometheus_metrics(request: Request) -> Response:
+    stats = request.app.state.ledger.pool.get_stats()
+    metrics.POOL_CONNECTIONS.set(stats.get("pool_size", 0))
+    metrics.POOL_AVAILABLE.set(stats.get("pool_available", 0))
+    metrics.POOL_WAITING.set(stats.get("requests_waiting", 0))
+    metrics.SWEEPER_LAG.set(request.app.state.sweeper.lag_ms / 1000)
+    return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
 def create_app(settings: Settings) -> Starlette:
     endpoint = GraphQLEndpoint(
-        build_schema(), graphql_ide="graphiql" if settings.graphiql else None
+        build_schema(settings.queries), graphql_ide="graphiql" if settings.graphiql else None
     )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = await open_pool(settings.database_url, settings.pool)
-        ledger = Ledger(pool, settings.clock, settings.writes, settings.sweeper)
         sweeper = Sweeper(pool, settings.clock, settings.sweeper)
+        app.state.ledger = Ledger(pool, settings.clock, settings.writes, settings.sweeper)
+        app.state.sweeper = sweeper
         if settings.sweeper_enabled:
             sweeper.start()
-        app.state.ledger = ledger
         try:
             yield
         finally:
             await sweeper.stop()
             await pool.close()
 
+    middleware = [Middleware(BodySizeLimit, body_bytes_max=settings.body_bytes_max)]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["content-type", "authorization"],
+            )
+        )
     return Starlette(
         routes=[
             # Route, not Mount: a Mount would redirect /graphql to /graphql/.
             Route("/graphql", endpoint),
             WebSocketRoute("/graphql", endpoint),
             Route("/health", health),
+            Route("/metrics", prometheus_metrics),
         ],
+        middleware=middleware,
         lifespan=lifespan,
     )
 
 
 def app_from_env() -> Starlette:
     """Factory for uvicorn workers: `bank-graphql serve` passes its settings in the env."""
+    configure_logging(os.environ.get("BANK_LOG_LEVEL", "info"))
     return create_app(settings_from_env())

@@ -21,6 +21,7 @@ from bank_graphql.ledger import (
     migrate,
     open_pool,
 )
+from bank_graphql.logs import configure_logging
 
 log = logging.getLogger("bank_graphql")
 
@@ -83,6 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not serve the GraphiQL page at GET /graphql (env BANK_GRAPHIQL=0)",
     )
     serve.add_argument(
+        "--shutdown-timeout-s",
+        type=float,
+        default=float(_env("BANK_SHUTDOWN_TIMEOUT_S", "10")),
+        help="on SIGTERM, how long in-flight requests may take to finish "
+        "(env BANK_SHUTDOWN_TIMEOUT_S, default 10)",
+    )
+    serve.add_argument(
+        "--no-introspection",
+        action="store_true",
+        default=os.environ.get("BANK_INTROSPECTION", "1") == "0",
+        help="refuse introspection queries (env BANK_INTROSPECTION=0)",
+    )
+    serve.add_argument(
+        "--cors-origins",
+        default=_env("BANK_CORS_ORIGINS", ""),
+        metavar="ORIGINS",
+        help="comma-separated browser origins allowed to call the API; none by default "
+        "(env BANK_CORS_ORIGINS)",
+    )
+    serve.add_argument(
         "--log-level",
         default=_env("BANK_LOG_LEVEL", "info"),
         choices=["critical", "error", "warning", "info", "debug"],
@@ -139,6 +160,9 @@ def serve(args: argparse.Namespace) -> None:
             DATABASE_URL=database_url,
             BANK_CLOCK=args.clock,
             BANK_GRAPHIQL="0" if args.no_graphiql else "1",
+            BANK_INTROSPECTION="0" if args.no_introspection else "1",
+            BANK_CORS_ORIGINS=args.cors_origins,
+            BANK_LOG_LEVEL=args.log_level,
         )
         log.info("GraphQL at http://%s:%d/graphql (clock: %s)", args.host, args.port, args.clock)
         uvicorn.run(
@@ -148,7 +172,9 @@ def serve(args: argparse.Namespace) -> None:
             port=args.port,
             workers=args.workers,
             log_level=args.log_level,
-            timeout_graceful_shutdown=10,
+            log_config=None,  # the JSON logging configured here and in each worker
+            access_log=False,  # each GraphQL operation logs one line of its own
+            timeout_graceful_shutdown=args.shutdown_timeout_s,
         )
     finally:
         if embedded is not None:
@@ -157,10 +183,7 @@ def serve(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(args, "log_level", "info").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(getattr(args, "log_level", "info"))
     if args.command == "serve":
         serve(args)
     else:

@@ -15,10 +15,11 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
+from bank_graphql import metrics
 from bank_graphql.api.context import Context
 from bank_graphql.api.errors import ErrorCode, error_code
 
-log = logging.getLogger(__name__)
+request_log = logging.getLogger("bank_graphql.requests")
 
 _MASKED_MESSAGE = "Internal server error"
 
@@ -63,11 +64,17 @@ class GraphQLEndpoint(GraphQL[Context, None]):
 
     def decode_json(self, data: str | bytes) -> object:
         try:
-            return orjson.loads(data)
+            decoded = orjson.loads(data)
         except orjson.JSONDecodeError:
             # orjson stops at 64-bit integers; the stdlib reads any size, so an amount of
             # 2^64 reaches the Money scalar and gets its error instead of "bad JSON".
-            return json.loads(data)
+            try:
+                decoded = json.loads(data)
+            except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
+                raise HTTPException(400, "Unable to parse request body as JSON") from None
+        if not isinstance(decoded, (dict, list)):
+            raise HTTPException(400, "the request body must be a JSON object")
+        return decoded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -82,13 +89,16 @@ class GraphQLEndpoint(GraphQL[Context, None]):
 
 
 def _http_error(request: Request, exc: HTTPException) -> Response:
-    reason = exc.reason
+    status_code, reason = exc.status_code, exc.reason
     if request.method == "GET" and "mutation" in reason.lower():
         # GraphQL over HTTP: an operation GET may not carry is "405 Method Not Allowed".
-        return error_response(405, "METHOD_NOT_ALLOWED", "mutations must be sent with POST")
-    code = {
-        405: "METHOD_NOT_ALLOWED",
-        404: "NOT_FOUND",
-        413: "REQUEST_TOO_LARGE",
-    }.get(exc.status_code, ErrorCode.BAD_REQUEST.value)
-    return error_response(exc.status_code, code, reason)
+        status_code, reason = 405, "mutations must be sent with POST"
+    code = {405: "METHOD_NOT_ALLOWED", 404: "NOT_FOUND"}.get(
+        status_code, ErrorCode.BAD_REQUEST.value
+    )
+    metrics.ERRORS.labels(code).inc()
+    request_log.info(
+        "request refused",
+        extra={"method": request.method, "status": status_code, "error_codes": [code]},
+    )
+    return error_response(status_code, code, reason)

@@ -1,5 +1,5 @@
 from tests.conftest import GraphQLClient
-from tests.operations import balance, create, deposit, funded, pay, transfer
+from tests.operations import balance, funded, pay, transfer
 
 
 async def test_money_moves_end_to_end(gql: GraphQLClient, audit) -> None:

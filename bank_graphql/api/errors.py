@@ -4,6 +4,8 @@ from enum import StrEnum
 
 from graphql import GraphQLError
 
+from bank_graphql.ledger import is_busy, is_unavailable
+
 
 class ErrorCode(StrEnum):
     """Codes of request-level GraphQL errors (business refusals are `UserError`s instead)."""
@@ -13,7 +15,9 @@ class ErrorCode(StrEnum):
     GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
     BAD_USER_INPUT = "BAD_USER_INPUT"
     NOT_IMPLEMENTED = "NOT_IMPLEMENTED"
+    QUERY_TOO_COSTLY = "QUERY_TOO_COSTLY"
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
+    DATABASE_BUSY = "DATABASE_BUSY"
     INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
 
 
@@ -34,6 +38,13 @@ def error_code(error: GraphQLError) -> ErrorCode:
     original = error.original_error
     if isinstance(original, ApiError):
         return original.code
+    if original is not None and is_unavailable(original):
+        return ErrorCode.DATABASE_UNAVAILABLE
+    if original is not None and is_busy(original):
+        return ErrorCode.DATABASE_BUSY
+    code = (error.extensions or {}).get("code")
+    if isinstance(code, str) and code in ErrorCode.__members__:
+        return ErrorCode(code)
     if error.path is None:  # raised before execution: parsing, validation, variables
         if error.message.startswith("Syntax Error"):
             return ErrorCode.GRAPHQL_PARSE_FAILED

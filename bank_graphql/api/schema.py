@@ -11,7 +11,9 @@ from strawberry.types import ExecutionContext
 
 from bank_graphql.api.context import Context
 from bank_graphql.api.errors import ErrorCode, error_code
+from bank_graphql.api.limits import QueryLimits, limit_extensions
 from bank_graphql.api.mutation import Mutation
+from bank_graphql.api.observability import RequestLog
 from bank_graphql.api.query import Query
 from bank_graphql.api.scalars import SCALARS
 
@@ -41,14 +43,16 @@ class BankSchema(strawberry.Schema):
                 log.error("unexpected error in %s", error.path, exc_info=error.original_error)
 
 
-def build_schema() -> BankSchema:
+def build_schema(limits: QueryLimits | None = None) -> BankSchema:
     return BankSchema(
         query=Query,
         mutation=Mutation,
         config=StrawberryConfig(scalar_map=SCALARS),
         extensions=[
+            *limit_extensions(limits or QueryLimits()),
             lambda: ParserCache(maxsize=1024),
             lambda: ValidationCache(maxsize=1024),
+            RequestLog,
             EndReadsAfterOperation,
         ],
     )

@@ -8,6 +8,8 @@ from bank_graphql.ledger.database import (
     PoolLimits,
     ensure_database,
     has_schema,
+    is_busy,
+    is_unavailable,
     migrate,
     open_pool,
 )
@@ -47,6 +49,8 @@ __all__ = [
     "audit_books",
     "ensure_database",
     "has_schema",
+    "is_busy",
+    "is_unavailable",
     "migrate",
     "open_pool",
 ]

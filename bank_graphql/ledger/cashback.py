@@ -21,6 +21,10 @@ _ANY_DUE = """
 SELECT EXISTS (SELECT 1 FROM payments WHERE NOT settled AND cashback_due_at <= %s)
 """
 
+_OLDEST_DUE = """
+SELECT min(cashback_due_at) FROM payments WHERE NOT settled AND cashback_due_at <= %s
+"""
+
 _DUE_OWNERS = """
 SELECT DISTINCT o.survivor_id
 FROM (
@@ -83,6 +87,8 @@ class Sweeper:
         self._clock = clock
         self._limits = limits
         self._task: asyncio.Task[None] | None = None
+        self.lag_ms = 0
+        """How long the oldest due cashback had waited when the last sweep began."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="cashback-sweeper")
@@ -109,6 +115,9 @@ class Sweeper:
     async def sweep_once(self) -> int:
         async with self._pool.connection() as conn:
             horizon = await read_now(conn, self._clock)
+            cursor = await conn.execute(_OLDEST_DUE, (horizon,))
+            row = await cursor.fetchone()
+            self.lag_ms = 0 if row is None or row[0] is None else horizon - row[0]
             return await settle_due(conn, horizon, self._limits)
 
     async def _run(self) -> None:

@@ -4,9 +4,9 @@ import importlib.resources
 import logging
 from dataclasses import dataclass
 
-from psycopg import AsyncConnection, Connection, sql
+from psycopg import AsyncConnection, Connection, errors, sql
 from psycopg.rows import TupleRow
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 Conn = AsyncConnection[TupleRow]
 
@@ -77,3 +77,23 @@ def ensure_database(server_url: str, name: str) -> None:
         found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if found is None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+# Statement or lock timeouts and lost races: the database is up but could not finish in time.
+_BUSY = (
+    errors.QueryCanceled,
+    errors.LockNotAvailable,
+    errors.SerializationFailure,
+    errors.DeadlockDetected,
+)
+
+
+def is_busy(exc: BaseException) -> bool:
+    return isinstance(exc, _BUSY)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Is `exc` the database being out of reach (connection lost, pool exhausted)?"""
+    if is_busy(exc):
+        return False
+    return isinstance(exc, (errors.OperationalError, errors.InterfaceError, PoolTimeout))

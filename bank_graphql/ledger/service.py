@@ -2,8 +2,8 @@
 
 Flow of a write: lock the touched accounts in id order -> settle their due cashback ->
 pure checks (each refusal raised before anything is appended) -> append entries -> flush.
-A refusal raised after settlement still commits the settlement: due cashback is owed
-whatever the outcome of the request that noticed it.
+A refusal raised after settlement still commits the cashback that was due by now: it is
+owed whatever the outcome of the request that noticed it.
 """
 
 import asyncio
@@ -395,7 +395,6 @@ class Ledger:
         try:
             return await work(uow, now)
         except Refused as refused:
-            await uow.flush()  # keeps the due cashback settled before the refusal
             return WriteOutcome(refusals=refused.refusals)
 
     def _creation_time(self, requested: int | None, now: int) -> int:
@@ -413,10 +412,16 @@ class Ledger:
     async def _settle_and_order(self, uow: UnitOfWork, requested: int | None, now: int) -> int:
         """Settle the locked accounts' due cashback, then return the mutation's timestamp.
 
-        Everything due by now (or by the requested time, when the client clock runs ahead) is
-        written first, so a mutation can never slip in before cashback that is already due.
+        Cashback due by now is written at once and kept even if the mutation is then
+        refused: it is owed whatever the request wanted. When the client clock runs ahead
+        (`requested` > now), what falls due up to `requested` is credited too, but only
+        written if the mutation succeeds. Either way a mutation never slips in before
+        cashback that is due by its own timestamp.
         """
-        await uow.settle_cashback(max(now, requested or 0))
+        await uow.settle_cashback(now)
+        await uow.flush()
+        if requested is not None and requested > now:
+            await uow.settle_cashback(requested)
         newest = max(a.last_entry_at for a in uow.locked.values())
         if requested is None:
             return max(now, newest)

@@ -1,0 +1,61 @@
+"""One structured log line and a set of metrics per GraphQL operation.
+
+Logged: operation name and type, duration, outcome and error codes. Never variables,
+never inputs: they may hold account ids and amounts.
+"""
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from strawberry.extensions import SchemaExtension
+
+from bank_graphql import metrics
+from bank_graphql.api.errors import error_code
+
+log = logging.getLogger("bank_graphql.requests")
+
+
+def _user_error_codes(data: object) -> list[str]:
+    """Codes of the UserErrors in mutation payloads (top-level fields' `errors`)."""
+    if not isinstance(data, dict):
+        return []
+    codes = []
+    for payload in data.values():
+        if isinstance(payload, dict):
+            for error in payload.get("errors") or ():
+                if isinstance(error, dict) and isinstance(error.get("code"), str):
+                    codes.append(error["code"])
+    return codes
+
+
+class RequestLog(SchemaExtension):
+    def on_operation(self) -> Iterator[None]:
+        started = time.perf_counter()
+        yield
+        elapsed_s = time.perf_counter() - started
+        context = self.execution_context
+        result = context.result
+        graphql_codes = [error_code(e).value for e in (result.errors or [])] if result else []
+        if context.pre_execution_errors:
+            graphql_codes += [error_code(e).value for e in context.pre_execution_errors]
+        user_codes = _user_error_codes(result.data if result else None)
+        outcome = "error" if graphql_codes else "refused" if user_codes else "ok"
+        try:
+            operation_type = context.operation_type.value
+        except RuntimeError:  # the document did not parse: no operation to speak of
+            operation_type = "unknown"
+        metrics.REQUESTS.labels(operation_type, outcome).inc()
+        metrics.LATENCY.labels(operation_type).observe(elapsed_s)
+        for code in graphql_codes + user_codes:
+            metrics.ERRORS.labels(code).inc()
+        fields: dict[str, Any] = {
+            "operation_name": context.operation_name,
+            "operation_type": operation_type,
+            "duration_ms": round(elapsed_s * 1000, 3),
+            "outcome": outcome,
+        }
+        if graphql_codes or user_codes:
+            fields["error_codes"] = sorted(set(graphql_codes + user_codes))
+        log.info("graphql operation", extra=fields)

@@ -1,0 +1,322 @@
+"""Rules that hold below the API: the database's own guards, the exported SDL, and the code's
+layering and SQL hygiene (checked by reading the source with `ast`)."""
+
+import ast
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from bank_graphql.api.schema import build_schema
+from tests.conftest import GraphQLClient
+from tests.operations import balance, deposit, funded
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "bank_graphql"
+COMMITTED_SDL = ROOT / "schema.graphql"
+CHECK_CONTRACT = ROOT.parent / "shared" / "contract" / "check_contract.py"
+
+Db = psycopg.AsyncConnection[Any]
+
+
+# -- the ledger is append-only, whoever asks -------------------------------------------------
+
+
+async def _entries(db: Db) -> list[tuple[Any, ...]]:
+    cursor = await db.execute("SELECT * FROM entries ORDER BY id")
+    return await cursor.fetchall()
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE entries SET amount = amount + 1",
+        "UPDATE entries SET balance_after = 0 WHERE kind = 'DEPOSIT'",
+        "DELETE FROM entries",
+        "DELETE FROM entries WHERE id = (SELECT max(id) FROM entries)",
+        "TRUNCATE entries",
+        "TRUNCATE entries CASCADE",
+    ],
+)
+async def test_entries_refuse_rewrites_issued_directly(
+    gql: GraphQLClient, db: Db, statement: str
+) -> None:
+    await funded(gql, "alice", 500)
+    assert (await deposit(gql, "alice", 250, 2_000))["errors"] == []
+    before = await _entries(db)
+    assert len(before) == 2
+    with pytest.raises(psycopg.Error, match="append-only"):
+        await db.execute(statement)
+    assert await _entries(db) == before
+    assert await balance(gql, "alice") == 750
+
+
+async def test_entries_refuse_rewrites_inside_a_transaction(gql: GraphQLClient, db: Db) -> None:
+    await funded(gql, "alice", 500)
+    before = await _entries(db)
+    with pytest.raises(psycopg.Error, match="append-only"):
+        async with db.transaction():
+            await db.execute("UPDATE entries SET amount = 1")
+    assert await _entries(db) == before
+
+
+async def test_entries_still_accept_appends(gql: GraphQLClient, db: Db) -> None:
+    """The guard refuses rewrites only: the API keeps appending."""
+    await funded(gql, "alice", 500)
+    assert (await deposit(gql, "alice", 1, 2_000))["errors"] == []
+    assert len(await _entries(db)) == 2
+
+
+# -- CHECK constraints -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE accounts SET balance = -1 WHERE id = 'alice'",
+        "UPDATE accounts SET balance = balance - 501 WHERE id = 'alice'",
+        "INSERT INTO accounts (id, created_at, balance, last_entry_at, survivor_id)"
+        " VALUES ('neg', 0, -5, 0, 'neg')",
+        "INSERT INTO entries (account_id, ts, kind, amount, balance_after)"
+        " VALUES ('alice', 3000, 'DEPOSIT', -5, 495)",
+        "INSERT INTO entries (account_id, ts, kind, amount, balance_after)"
+        " VALUES ('alice', 3000, 'DEPOSIT', 5, -5)",
+        "INSERT INTO payments (id, account_id, ts, amount, cashback, cashback_due_at, settled)"
+        " VALUES (999, 'alice', 3000, -100, -2, 86403000, false)",
+    ],
+)
+async def test_check_constraints_refuse_negative_money(
+    gql: GraphQLClient, db: Db, statement: str
+) -> None:
+    await funded(gql, "alice", 500)
+    before = await _entries(db)
+    with pytest.raises(psycopg.errors.CheckViolation):
+        await db.execute(statement)
+    assert await _entries(db) == before
+    assert await balance(gql, "alice") == 500
+    cursor = await db.execute("SELECT count(*) FROM accounts")
+    assert await cursor.fetchone() == (1,)
+
+
+# -- the exported SDL ---------------------------------------------------------------------------
+
+
+def _exported_sdl() -> str:
+    return build_schema().as_str()
+
+
+def test_exported_sdl_is_the_committed_schema_graphql() -> None:
+    assert COMMITTED_SDL.exists(), (
+        f"{COMMITTED_SDL} is missing: export it with build_schema().as_str()"
+    )
+    assert COMMITTED_SDL.read_text().strip() == _exported_sdl().strip(), (
+        "schema.graphql is stale: export it again from build_schema().as_str()"
+    )
+
+
+def _check_contract(path: Path) -> subprocess.CompletedProcess[str]:
+    assert CHECK_CONTRACT.exists(), CHECK_CONTRACT
+    return subprocess.run(
+        [sys.executable, str(CHECK_CONTRACT), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_committed_sdl_keeps_the_contract() -> None:
+    assert COMMITTED_SDL.exists(), f"{COMMITTED_SDL} is missing"
+    result = _check_contract(COMMITTED_SDL)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_exported_sdl_keeps_the_contract(tmp_path: Path) -> None:
+    exported = tmp_path / "schema.graphql"
+    exported.write_text(_exported_sdl())
+    result = _check_contract(exported)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_contract_check_can_fail(tmp_path: Path) -> None:
+    """The checker really compares: an SDL missing a contract field breaks it."""
+    broken = tmp_path / "schema.graphql"
+    broken.write_text(_exported_sdl().replace("topSpenders(", "topSpendersRenamed(", 1))
+    result = _check_contract(broken)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "topSpenders" in result.stdout
+
+
+# -- layering -----------------------------------------------------------------------------------
+
+
+def _modules(subpackage: str) -> list[Path]:
+    found = sorted((PACKAGE / subpackage).rglob("*.py"))
+    assert found, f"no modules under {subpackage}"
+    return found
+
+
+def _imported_roots(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.lineno, node.module.split(".")[0]
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute | ast.Name)
+            and (node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id)
+            in {"import_module", "__import__"}
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            yield node.lineno, node.args[0].value.split(".")[0]
+
+
+def _forbidden_imports(subpackage: str, forbidden: set[str]) -> list[str]:
+    found = []
+    for path in _modules(subpackage):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for line, root in _imported_roots(tree):
+            if root in forbidden:
+                found.append(f"{path.relative_to(ROOT)}:{line} imports {root}")
+    return found
+
+
+def test_ledger_knows_nothing_of_graphql_or_http() -> None:
+    forbidden = {"strawberry", "starlette", "graphql", "cross_web", "uvicorn", "httpx"}
+    assert _forbidden_imports("ledger", forbidden) == []
+    # The ledger must not reach into the API layer either.
+    assert [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in _modules("ledger")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom)
+        and (node.module or "").startswith(("bank_graphql.api", "bank_graphql.graphql_view"))
+    ] == []
+
+
+def test_api_knows_nothing_of_the_database_driver() -> None:
+    assert _forbidden_imports("api", {"psycopg", "psycopg_pool", "psycopg2", "asyncpg"}) == []
+
+
+def test_layering_check_can_fail() -> None:
+    tree = ast.parse("import strawberry\nfrom psycopg import sql\nimport starlette.routing\n")
+    assert [root for _, root in _imported_roots(tree)] == ["strawberry", "psycopg", "starlette"]
+
+
+# -- no string-formatted SQL --------------------------------------------------------------------
+
+_SQL = re.compile(
+    r"\b(SELECT\b.*\bFROM|INSERT\s+INTO|UPDATE\s+[\w.\"]+\s+SET|DELETE\s+FROM)\b",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def _looks_like_sql(text: str) -> bool:
+    return bool(_SQL.search(text))
+
+
+def _literal_text(node: ast.AST) -> str | None:
+    """The constant text of a str literal or f-string (placeholders left out), else None."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.JoinedStr):
+        return "".join(
+            v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str)
+        )
+    return None
+
+
+def formatted_sql(source: str) -> list[tuple[int, str]]:
+    """Places where SQL text is built by string formatting rather than passed as parameters."""
+    tree = ast.parse(source)
+    # Names bound to SQL string constants: `_QUERY = "SELECT ..."`.
+    sql_names = {
+        target.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assign | ast.AnnAssign)
+        and node.value is not None
+        and _looks_like_sql(_literal_text(node.value) or "")
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(target, ast.Name)
+    }
+
+    def is_sql_text(node: ast.AST) -> bool:
+        text = _literal_text(node)
+        if text is not None:
+            return _looks_like_sql(text)
+        return isinstance(node, ast.Name) and node.id in sql_names
+
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr) and any(
+            isinstance(v, ast.FormattedValue) for v in node.values
+        ):
+            if is_sql_text(node):
+                found.append((node.lineno, "f-string"))
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
+            if is_sql_text(node.left):
+                found.append((node.lineno, "%-formatting"))
+        elif isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            sides = (node.left, node.right)
+            if any(is_sql_text(s) for s in sides) and not all(
+                isinstance(s, ast.Constant) for s in sides
+            ):
+                found.append((node.lineno, "concatenation"))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in {"format", "format_map"}
+            and is_sql_text(node.func.value)
+        ):
+            found.append((node.lineno, ".format()"))
+    return found
+
+
+def test_no_sql_is_built_by_string_formatting() -> None:
+    modules = sorted(PACKAGE.rglob("*.py"))
+    assert len(modules) > 10
+    found = [
+        f"{path.relative_to(ROOT)}:{line}: {how}"
+        for path in modules
+        for line, how in formatted_sql(path.read_text())
+    ]
+    assert found == []
+
+
+@pytest.mark.parametrize(
+    ("source", "how"),
+    [
+        ('q = f"SELECT * FROM entries WHERE id = {x}"', "f-string"),
+        ('q = f"""\nselect balance\nfrom accounts where id = \'{x}\'"""', "f-string"),
+        ('q = "DELETE FROM entries WHERE id = %s" % x', "%-formatting"),
+        ('q = "UPDATE accounts SET balance = {}".format(x)', ".format()"),
+        ('Q = "INSERT INTO entries VALUES ({})"\nq = Q.format(x)', ".format()"),
+        ("Q = \"SELECT 1 FROM accounts WHERE id = '%s'\"\nq = Q % x", "%-formatting"),
+        ('q = "SELECT * FROM accounts WHERE id = \'" + x + "\'"', "concatenation"),
+    ],
+)
+def test_formatted_sql_check_can_fail(source: str, how: str) -> None:
+    assert [h for _, h in formatted_sql(source)][:1] == [how]
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        'conn.execute("SELECT * FROM entries WHERE id = %s", (x,))',
+        'SQL("SELECT {} FROM {}").format(Identifier(a), Identifier(b))',
+        'log.info("selected %s rows from %s", n, t)',
+        'message = f"cannot update {what}"',
+        'options = f"-c statement_timeout={ms}"',
+    ],
+)
+def test_formatted_sql_check_lets_safe_code_pass(source: str) -> None:
+    assert formatted_sql(source) == []
