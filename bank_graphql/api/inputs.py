@@ -3,6 +3,7 @@
 import strawberry
 
 from bank_graphql.api.scalars import Money, Timestamp
+from bank_graphql.ledger import TransferRequest
 
 
 @strawberry.input
@@ -27,6 +28,21 @@ class TransferInput:
     amount: Money
     timestamp: Timestamp | None = None
     idempotency_key: str | None = None
+
+    def to_request(self) -> TransferRequest:
+        return TransferRequest(
+            source_id=str(self.source_account_id),
+            target_id=str(self.target_account_id),
+            amount=self.amount,
+            timestamp=self.timestamp,
+            idempotency_key=self.idempotency_key,
+        )
+
+
+@strawberry.input
+class TransferBatchInput:
+    transfers: list[TransferInput]
+    atomic: bool = False
 
 
 @strawberry.input

@@ -12,6 +12,7 @@ from bank_graphql.api.inputs import (
     DepositInput,
     MergeAccountsInput,
     PayInput,
+    TransferBatchInput,
     TransferInput,
 )
 from bank_graphql.api.payloads import (
@@ -19,6 +20,7 @@ from bank_graphql.api.payloads import (
     DepositPayload,
     MergeAccountsPayload,
     PayPayload,
+    TransferBatchPayload,
     TransferPayload,
 )
 
@@ -44,14 +46,20 @@ class Mutation:
     @strawberry.mutation
     async def transfer(self, info: Info, input: TransferInput) -> TransferPayload:
         await info.context.end_reads()
-        outcome = await info.context.ledger.transfer(
-            str(input.source_account_id),
-            str(input.target_account_id),
-            input.amount,
-            input.timestamp,
-            input.idempotency_key,
-        )
+        outcome = await info.context.ledger.transfer(input.to_request())
         return TransferPayload.from_outcome(outcome)
+
+    @strawberry.mutation(
+        description="Many transfers in one request and one transaction, applied in order. "
+        "Not atomic (default): each item commits or is refused on its own. Atomic: all "
+        "commit or none does; the refused item reports why, the others BATCH_ABORTED."
+    )
+    async def transfer_batch(self, info: Info, input: TransferBatchInput) -> TransferBatchPayload:
+        await info.context.end_reads()
+        outcome = await info.context.ledger.transfer_batch(
+            [item.to_request() for item in input.transfers], atomic=input.atomic
+        )
+        return TransferBatchPayload.from_outcome(outcome)
 
     @strawberry.mutation
     async def pay(self, info: Info, input: PayInput) -> PayPayload:

@@ -6,7 +6,7 @@ import strawberry
 
 from bank_graphql.api.scalars import Money
 from bank_graphql.api.types import Account, LedgerEntry, Payment
-from bank_graphql.ledger import RefusalCode, WriteOutcome
+from bank_graphql.ledger import BatchOutcome, RefusalCode, WriteOutcome
 
 ErrorCode = strawberry.enum(RefusalCode, name="ErrorCode")
 
@@ -20,12 +20,14 @@ class UserError:
     )
 
 
-def _user_errors(outcome: WriteOutcome) -> list[UserError]:
+def _user_errors(
+    outcome: WriteOutcome | BatchOutcome, path: tuple[str, ...] = ("input",)
+) -> list[UserError]:
     return [
         UserError(
             code=r.code,
             message=r.message,
-            field=None if r.field is None else ["input", *r.field],
+            field=None if r.field is None else [*path, *r.field],
         )
         for r in outcome.refusals
     ]
@@ -81,12 +83,32 @@ class TransferPayload:
     errors: list[UserError]
 
     @classmethod
-    def from_outcome(cls, outcome: WriteOutcome) -> Self:
+    def from_outcome(cls, outcome: WriteOutcome, path: tuple[str, ...] = ("input",)) -> Self:
         return cls(
             balance=_balance(outcome),
             entry=None if outcome.entry is None else LedgerEntry.from_row(outcome.entry),
             source_account=_account(outcome, 0),
             target_account=_account(outcome, 1),
+            errors=_user_errors(outcome, path),
+        )
+
+
+@strawberry.type
+class TransferBatchPayload:
+    results: list[TransferPayload] = strawberry.field(
+        description="One result per transfer, in the order given."
+    )
+    errors: list[UserError] = strawberry.field(
+        description="Refusals of the batch as a whole (e.g. BATCH_TOO_LARGE)."
+    )
+
+    @classmethod
+    def from_outcome(cls, outcome: BatchOutcome) -> Self:
+        return cls(
+            results=[
+                TransferPayload.from_outcome(r, ("input", "transfers", str(i)))
+                for i, r in enumerate(outcome.results)
+            ],
             errors=_user_errors(outcome),
         )
 

@@ -16,11 +16,13 @@ from bank_graphql.ledger.database import (
 from bank_graphql.ledger.keyset import PageRequest
 from bank_graphql.ledger.models import (
     Account,
+    BatchOutcome,
     Entry,
     EntryKind,
     Page,
     Payment,
     Spender,
+    TransferRequest,
     WriteOutcome,
 )
 from bank_graphql.ledger.reads import Snapshot
@@ -29,6 +31,7 @@ from bank_graphql.ledger.service import Ledger, WriteLimits
 
 __all__ = [
     "Account",
+    "BatchOutcome",
     "ClockMode",
     "Conn",
     "Entry",
@@ -44,6 +47,7 @@ __all__ = [
     "Spender",
     "SweepLimits",
     "Sweeper",
+    "TransferRequest",
     "WriteLimits",
     "WriteOutcome",
     "audit_books",

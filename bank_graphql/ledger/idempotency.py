@@ -7,9 +7,9 @@ loser never takes a payment number or writes anything. If the winner rolls back,
 is free again and the next duplicate runs.
 """
 
-import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,19 +17,28 @@ from psycopg.types.json import Jsonb
 
 from bank_graphql.ledger.database import Conn
 from bank_graphql.ledger.refusals import Refusal, RefusalCode
+from bank_graphql.ledger.rules import is_idempotency_key
 
 RETENTION_DAYS_MIN = 7
 
+# Sorted, so two batches claiming overlapping keys queue in the same order.
 _CLAIM = """
 INSERT INTO idempotency_keys (key, operation, fingerprint, outcome)
-VALUES (%(key)s, %(operation)s, %(fingerprint)s, 'null'::jsonb)
+SELECT key, operation, fingerprint, 'null'::jsonb
+FROM unnest(%(keys)s::text[], %(operations)s::text[], %(fingerprints)s::text[])
+    AS wanted (key, operation, fingerprint)
+ORDER BY key
 ON CONFLICT (key) DO NOTHING
-RETURNING true
+RETURNING key
 """
 
-_STORED = "SELECT operation, fingerprint, outcome FROM idempotency_keys WHERE key = %s"
+_STORED = "SELECT key, operation, fingerprint, outcome FROM idempotency_keys WHERE key = ANY(%s)"
 
-_STORE = "UPDATE idempotency_keys SET outcome = %(outcome)s WHERE key = %(key)s"
+_STORE = """
+UPDATE idempotency_keys AS k SET outcome = v.outcome
+FROM unnest(%(keys)s::text[], %(outcomes)s::jsonb[]) AS v (key, outcome)
+WHERE k.key = v.key
+"""
 
 _PRUNE = """
 DELETE FROM idempotency_keys
@@ -72,28 +81,39 @@ def reuse_refusal(key: KeyedRequest) -> Refusal:
     )
 
 
-async def claim(conn: Conn, request: KeyedRequest) -> dict[str, Any] | Refusal | None:
-    """Claim the key for this transaction.
-
-    None: claimed, go ahead. A dict: the stored outcome of the same request, to replay.
-    A Refusal: the key belongs to another request.
-    """
-    params = dataclasses.asdict(request)
-    cursor = await conn.execute(_CLAIM, params)
-    if await cursor.fetchone() is not None:
-        return None
-    cursor = await conn.execute(_STORED, (request.key,))
-    row = await cursor.fetchone()
-    assert row is not None, "a key that blocked our insert is committed"
-    operation, fingerprint, outcome = row
-    if operation != request.operation or fingerprint != request.fingerprint:
-        return reuse_refusal(request)
-    stored: dict[str, Any] = outcome
-    return stored
+Claim = dict[str, Any] | Refusal | None
+"""None: claimed, go ahead. A dict: the stored outcome of the same request, to replay.
+A Refusal: the key belongs to another request."""
 
 
-async def store(conn: Conn, key: str, outcome: dict[str, Any]) -> None:
-    await conn.execute(_STORE, {"key": key, "outcome": Jsonb(outcome)})
+async def claim(conn: Conn, requests: Sequence[KeyedRequest]) -> dict[str, Claim]:
+    """Claim each request's key for this transaction (keys must be distinct)."""
+    cursor = await conn.execute(
+        _CLAIM,
+        {
+            "keys": [r.key for r in requests],
+            "operations": [r.operation for r in requests],
+            "fingerprints": [r.fingerprint for r in requests],
+        },
+    )
+    claimed = {row[0] for row in await cursor.fetchall()}
+    claims: dict[str, Claim] = dict.fromkeys(claimed)
+    taken = {r.key: r for r in requests if r.key not in claimed}
+    if taken:
+        cursor = await conn.execute(_STORED, (list(taken),))
+        for key, operation, fingerprint, outcome in await cursor.fetchall():
+            request = taken[key]
+            same = operation == request.operation and fingerprint == request.fingerprint
+            claims[key] = outcome if same else reuse_refusal(request)
+    return claims
+
+
+async def store(conn: Conn, outcomes: dict[str, dict[str, Any]]) -> None:
+    """Store each claimed key's outcome (a JSON document)."""
+    if outcomes:
+        await conn.execute(
+            _STORE, {"keys": list(outcomes), "outcomes": [Jsonb(o) for o in outcomes.values()]}
+        )
 
 
 async def prune(conn: Conn, retention_days: int, batch_max: int) -> int:
@@ -101,3 +121,13 @@ async def prune(conn: Conn, retention_days: int, batch_max: int) -> int:
     days = max(retention_days, RETENTION_DAYS_MIN)
     cursor = await conn.execute(_PRUNE, {"days": days, "limit": batch_max})
     return cursor.rowcount
+
+
+def keyed_request(
+    key: str | None, operation: str, **arguments: object
+) -> KeyedRequest | Refusal | None:
+    if key is None:
+        return None
+    if not is_idempotency_key(key):
+        return key_refusal()
+    return KeyedRequest.of(key, operation, arguments)

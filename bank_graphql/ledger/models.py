@@ -99,3 +99,22 @@ class WriteOutcome:
             payment=None if payment is None else Payment(**payment),
             accounts=tuple(Account(**a) for a in data["accounts"]),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRequest:
+    """One transfer as a client asked for it (an item of a batch)."""
+
+    source_id: str
+    target_id: str
+    amount: int
+    timestamp: int | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """One outcome per item, in order; or refusals of the batch as a whole."""
+
+    results: tuple[WriteOutcome, ...]
+    refusals: tuple[Refusal, ...] = ()

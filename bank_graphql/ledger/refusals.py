@@ -17,6 +17,9 @@ class RefusalCode(StrEnum):
     TIMESTAMP_OUT_OF_ORDER = "TIMESTAMP_OUT_OF_ORDER"
     INVALID_IDEMPOTENCY_KEY = "INVALID_IDEMPOTENCY_KEY"
     IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
+    BATCH_ABORTED = "BATCH_ABORTED"
+    """An atomic batch item not applied because another item was refused."""
+    BATCH_TOO_LARGE = "BATCH_TOO_LARGE"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,21 +7,30 @@ owed whatever the outcome of the request that noticed it.
 """
 
 import asyncio
+import itertools
 import logging
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from psycopg import errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from bank_graphql.ledger import idempotency
+from bank_graphql.ledger import checks, idempotency
 from bank_graphql.ledger.cashback import SweepLimits, any_due, settle_due
 from bank_graphql.ledger.clock import ClockMode, advance_client_clock, read_now
 from bank_graphql.ledger.database import Conn
-from bank_graphql.ledger.idempotency import KeyedRequest
-from bank_graphql.ledger.models import Account, EntryKind, Payment, WriteOutcome
+from bank_graphql.ledger.idempotency import KeyedRequest, keyed_request
+from bank_graphql.ledger.models import (
+    Account,
+    BatchOutcome,
+    EntryKind,
+    Payment,
+    TransferRequest,
+    WriteOutcome,
+)
 from bank_graphql.ledger.reads import Snapshot
 from bank_graphql.ledger.refusals import Refusal, RefusalCode, Refused
 from bank_graphql.ledger.rules import (
@@ -29,8 +38,13 @@ from bank_graphql.ledger.rules import (
     MAX_MONEY,
     MAX_TIMESTAMP_MS,
     cashback_of,
-    is_account_id,
-    is_idempotency_key,
+)
+from bank_graphql.ledger.transfers import (
+    AppliedTransfer,
+    Batch,
+    BatchAborted,
+    transfer_key,
+    transfer_refusals,
 )
 from bank_graphql.ledger.unit_of_work import LockedAccount, UnitOfWork
 
@@ -66,9 +80,11 @@ class WriteLimits:
     retries_max: int = 5
     """Attempts for a transaction that lost a serialization or deadlock race."""
     retry_backoff_ms: int = 5
+    batch_items_max: int = 1000
 
 
 Work = Callable[[UnitOfWork, int], Awaitable[WriteOutcome]]
+T = TypeVar("T")
 
 
 class Ledger:
@@ -113,7 +129,9 @@ class Ledger:
     async def create_account(
         self, account_id: str, timestamp: int | None, idempotency_key: str | None = None
     ) -> WriteOutcome:
-        refusals = _account_id_refusals(account_id, "id") + _timestamp_refusals(timestamp)
+        refusals = checks.account_id_refusals(account_id, "id") + checks.timestamp_refusals(
+            timestamp
+        )
 
         async def work(uow: UnitOfWork, now: int) -> WriteOutcome:
             ts = self._creation_time(timestamp, now)
@@ -131,7 +149,7 @@ class Ledger:
         return await self._write(
             work,
             refusals,
-            _keyed(idempotency_key, "createAccount", id=account_id, timestamp=timestamp),
+            keyed_request(idempotency_key, "createAccount", id=account_id, timestamp=timestamp),
         )
 
     async def deposit(
@@ -142,9 +160,9 @@ class Ledger:
         idempotency_key: str | None = None,
     ) -> WriteOutcome:
         refusals = (
-            _account_id_refusals(account_id, "accountId")
-            + _amount_refusals(amount)
-            + _timestamp_refusals(timestamp)
+            checks.account_id_refusals(account_id, "accountId")
+            + checks.amount_refusals(amount)
+            + checks.timestamp_refusals(timestamp)
         )
 
         async def work(uow: UnitOfWork, now: int) -> WriteOutcome:
@@ -152,7 +170,7 @@ class Ledger:
             await uow.lock([account_id])
             account = uow.require(account_id, "accountId")
             ts = await self._settle_and_order(uow, timestamp, now)
-            _refuse_overflow(account, amount)
+            checks.refuse_overflow(account, amount)
             uow.append(account, EntryKind.DEPOSIT, amount, ts)
             entries = await uow.flush()
             await self._advance_clock(uow.conn, ts)
@@ -160,62 +178,120 @@ class Ledger:
                 balance=account.balance, entry=entries[-1], accounts=(account.as_account(),)
             )
 
-        keyed = _keyed(
+        keyed = keyed_request(
             idempotency_key, "deposit", accountId=account_id, amount=amount, timestamp=timestamp
         )
         return await self._write(work, refusals, keyed)
 
-    async def transfer(
-        self,
-        source_id: str,
-        target_id: str,
-        amount: int,
-        timestamp: int | None,
-        idempotency_key: str | None = None,
-    ) -> WriteOutcome:
-        refusals = (
-            _account_id_refusals(source_id, "sourceAccountId")
-            + _account_id_refusals(target_id, "targetAccountId")
-            + _amount_refusals(amount)
-            + _timestamp_refusals(timestamp)
-        )
-        if not refusals and source_id == target_id:
-            refusals.append(
-                Refusal(
-                    RefusalCode.SAME_ACCOUNT,
-                    "source and target must be different accounts",
-                    ("targetAccountId",),
-                )
-            )
-
+    async def transfer(self, request: TransferRequest) -> WriteOutcome:
         async def work(uow: UnitOfWork, now: int) -> WriteOutcome:
-            self._refuse_future(timestamp, now)
-            await uow.lock([source_id, target_id])
-            source = uow.require(source_id, "sourceAccountId")
-            target = uow.require(target_id, "targetAccountId")
-            ts = await self._settle_and_order(uow, timestamp, now)
-            _refuse_insufficient(source, amount)
-            _refuse_overflow(target, amount)
-            uow.append(source, EntryKind.TRANSFER_OUT, amount, ts, counterparty_id=target_id)
-            uow.append(target, EntryKind.TRANSFER_IN, amount, ts, counterparty_id=source_id)
+            await uow.lock([request.source_id, request.target_id])
+            await self._settle_now(uow, now)
+            applied = await self._apply_transfer(uow, request, now)
             entries = await uow.flush()
-            await self._advance_clock(uow.conn, ts)
-            transfer_out = next(e for e in entries if e.kind is EntryKind.TRANSFER_OUT)
-            return WriteOutcome(
-                balance=source.balance,
-                entry=transfer_out,
-                accounts=(source.as_account(), target.as_account()),
-            )
+            await self._advance_clock(uow.conn, applied.ts)
+            return applied.outcome(entries)
 
-        keyed = _keyed(
-            idempotency_key,
-            "transfer",
-            sourceAccountId=source_id,
-            targetAccountId=target_id,
-            amount=amount,
-            timestamp=timestamp,
+        return await self._write(work, transfer_refusals(request), transfer_key(request))
+
+    async def transfer_batch(
+        self, requests: Sequence[TransferRequest], *, atomic: bool
+    ) -> BatchOutcome:
+        """Many transfers in one transaction, locking every account they touch once.
+
+        Items are applied in order. Not atomic: each item commits or is refused on its own,
+        a refused item changing nothing. Atomic: all commit, or none does and nothing is
+        stored under the items' keys (a retry runs the batch again).
+        """
+        if len(requests) > self._limits.batch_items_max:
+            return BatchOutcome(
+                results=(),
+                refusals=(
+                    Refusal(
+                        RefusalCode.BATCH_TOO_LARGE,
+                        f"a batch holds at most {self._limits.batch_items_max} transfers",
+                        ("transfers",),
+                    ),
+                ),
+            )
+        batch = Batch(requests)
+        first_refused = batch.first_refused()
+        if atomic and first_refused is not None:
+            refused = batch.refused_before_running(first_refused)
+            refusals = refused.refusals if refused else tuple(batch.input_refusals[first_refused])
+            return batch.aborted(first_refused, refusals)
+        try:
+            return await self._in_transaction(lambda conn: self._run_batch(conn, batch, atomic))
+        except BatchAborted as aborted:
+            return batch.aborted(aborted.index, aborted.refusals)
+
+    async def _run_batch(self, conn: Conn, batch: Batch, atomic: bool) -> BatchOutcome:
+        results = [batch.refused_before_running(i) for i in range(len(batch.requests))]
+        keyed = {
+            i: key
+            for i, key in enumerate(batch.keys)
+            if isinstance(key, KeyedRequest) and batch.first_use[i] == i
+        }
+        claims = await idempotency.claim(conn, list(keyed.values())) if keyed else {}
+        for index, key in keyed.items():
+            claim = claims[key.key]
+            if isinstance(claim, Refusal):
+                results[index] = WriteOutcome(refusals=(claim,))
+            elif claim is not None:
+                results[index] = WriteOutcome.from_json(claim)
+            elif batch.input_refusals[index]:
+                results[index] = WriteOutcome(refusals=tuple(batch.input_refusals[index]))
+        to_apply = [
+            i for i, result in enumerate(results) if result is None and batch.first_use[i] == i
+        ]
+        uow = UnitOfWork(conn)
+        now = await read_now(conn, self.clock)
+        await uow.lock(
+            a for i in to_apply for a in (batch.requests[i].source_id, batch.requests[i].target_id)
         )
-        return await self._write(work, refusals, keyed)
+        await self._settle_now(uow, now)
+        applied: dict[int, AppliedTransfer] = {}
+        for index in to_apply:
+            checkpoint = uow.checkpoint()
+            try:
+                applied[index] = await self._apply_transfer(uow, batch.requests[index], now)
+            except Refused as refused:
+                if atomic:
+                    raise BatchAborted(index, refused.refusals) from None
+                uow.restore(checkpoint)
+                results[index] = WriteOutcome(refusals=refused.refusals)
+        entries = await uow.flush()
+        for index, transfer in applied.items():
+            results[index] = transfer.outcome(entries)
+        if applied:
+            await self._advance_clock(conn, max(t.ts for t in applied.values()))
+        await idempotency.store(
+            conn,
+            {
+                key.key: outcome.to_json()
+                for index, key in keyed.items()
+                if claims[key.key] is None and (outcome := results[index]) is not None
+            },
+        )
+        return batch.finish(results)
+
+    async def _apply_transfer(
+        self, uow: UnitOfWork, request: TransferRequest, now: int
+    ) -> AppliedTransfer:
+        """Check and append one transfer on accounts `uow` has locked and settled by now."""
+        self._refuse_future(request.timestamp, now)
+        source = uow.require(request.source_id, "sourceAccountId")
+        target = uow.require(request.target_id, "targetAccountId")
+        ts = await self._timestamp(uow, [source, target], request.timestamp, now)
+        checks.refuse_insufficient(source, request.amount)
+        checks.refuse_overflow(target, request.amount)
+        position = uow.append(
+            source, EntryKind.TRANSFER_OUT, request.amount, ts, counterparty_id=target.id
+        )
+        uow.append(target, EntryKind.TRANSFER_IN, request.amount, ts, counterparty_id=source.id)
+        return AppliedTransfer(
+            ts, position, source.balance, source.as_account(), target.as_account()
+        )
 
     async def pay(
         self,
@@ -225,9 +301,9 @@ class Ledger:
         idempotency_key: str | None = None,
     ) -> WriteOutcome:
         refusals = (
-            _account_id_refusals(account_id, "accountId")
-            + _amount_refusals(amount)
-            + _timestamp_refusals(timestamp)
+            checks.account_id_refusals(account_id, "accountId")
+            + checks.amount_refusals(amount)
+            + checks.timestamp_refusals(timestamp)
         )
 
         async def work(uow: UnitOfWork, now: int) -> WriteOutcome:
@@ -243,7 +319,7 @@ class Ledger:
                     "of representable time",
                     "timestamp",
                 )
-            _refuse_insufficient(account, amount)
+            checks.refuse_insufficient(account, amount)
             cashback = cashback_of(amount)
             cursor = await uow.conn.execute(
                 _INSERT_PAYMENT,
@@ -270,7 +346,7 @@ class Ledger:
                 balance=account.balance, payment=payment, accounts=(account.as_account(),)
             )
 
-        keyed = _keyed(
+        keyed = keyed_request(
             idempotency_key, "pay", accountId=account_id, amount=amount, timestamp=timestamp
         )
         return await self._write(work, refusals, keyed)
@@ -288,9 +364,9 @@ class Ledger:
         survivor, and so does everything it had absorbed before (merge chains).
         """
         refusals = (
-            _account_id_refusals(survivor_id, "accountId")
-            + _account_id_refusals(absorbed_id, "absorbedAccountId")
-            + _timestamp_refusals(timestamp)
+            checks.account_id_refusals(survivor_id, "accountId")
+            + checks.account_id_refusals(absorbed_id, "absorbedAccountId")
+            + checks.timestamp_refusals(timestamp)
         )
         if not refusals and survivor_id == absorbed_id:
             refusals.append(
@@ -338,7 +414,7 @@ class Ledger:
             await self._advance_clock(uow.conn, ts)
             return WriteOutcome(balance=survivor.balance, accounts=(survivor.as_account(),))
 
-        keyed = _keyed(
+        keyed = keyed_request(
             idempotency_key,
             "mergeAccounts",
             accountId=survivor_id,
@@ -355,7 +431,7 @@ class Ledger:
         input_refusals: list[Refusal],
         keyed: KeyedRequest | Refusal | None,
     ) -> WriteOutcome:
-        """Run `work` in one transaction; retry it when it loses a serialization race.
+        """Run `work` in one transaction, under the request's idempotency key if any.
 
         Input refusals found before any I/O skip the work (but are stored under the
         request's idempotency key, like any outcome). An invalid key stores nothing.
@@ -364,28 +440,35 @@ class Ledger:
             return WriteOutcome(refusals=(*input_refusals, keyed))
         if input_refusals and keyed is None:
             return WriteOutcome(refusals=tuple(input_refusals))
-        attempt = 0
-        while True:
-            attempt += 1
+
+        async def attempt(conn: Conn) -> WriteOutcome:
+            if keyed is not None:
+                claimed = (await idempotency.claim(conn, [keyed]))[keyed.key]
+                if isinstance(claimed, Refusal):
+                    return WriteOutcome(refusals=(claimed,))
+                if claimed is not None:
+                    return WriteOutcome.from_json(claimed)
+            outcome = await self._run(conn, work, input_refusals)
+            if keyed is not None:
+                await idempotency.store(conn, {keyed.key: outcome.to_json()})
+            return outcome
+
+        return await self._in_transaction(attempt)
+
+    async def _in_transaction(self, attempt: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run `attempt` in a transaction of its own; again, a bounded number of times,
+        when it loses a serialization or deadlock race."""
+        for attempt_number in itertools.count(1):
             try:
                 async with self.pool.connection() as conn, conn.transaction():
-                    if keyed is not None:
-                        claimed = await idempotency.claim(conn, keyed)
-                        if isinstance(claimed, Refusal):
-                            return WriteOutcome(refusals=(claimed,))
-                        if claimed is not None:
-                            return WriteOutcome.from_json(claimed)
-                    outcome = await self._run(conn, work, input_refusals)
-                    if keyed is not None:
-                        await idempotency.store(conn, keyed.key, outcome.to_json())
-                    return outcome
+                    return await attempt(conn)
             except _TRANSIENT_ERRORS:
-                if attempt >= self._limits.retries_max:
+                if attempt_number >= self._limits.retries_max:
                     raise
-                log.info("write lost a race, retrying (attempt %d)", attempt)
-                await asyncio.sleep(
-                    self._limits.retry_backoff_ms / 1000 * attempt * (1 + random.random())  # noqa: S311
-                )
+                log.info("write lost a race, retrying (attempt %d)", attempt_number)
+                backoff_s = self._limits.retry_backoff_ms / 1000 * attempt_number
+                await asyncio.sleep(backoff_s * (1 + random.random()))  # noqa: S311
+        raise AssertionError("unreachable")
 
     async def _run(self, conn: Conn, work: Work, input_refusals: list[Refusal]) -> WriteOutcome:
         if input_refusals:
@@ -410,19 +493,28 @@ class Ledger:
             )
 
     async def _settle_and_order(self, uow: UnitOfWork, requested: int | None, now: int) -> int:
-        """Settle the locked accounts' due cashback, then return the mutation's timestamp.
+        """Settle the locked accounts' due cashback, then return the mutation's timestamp."""
+        await self._settle_now(uow, now)
+        return await self._timestamp(uow, list(uow.locked.values()), requested, now)
 
-        Cashback due by now is written at once and kept even if the mutation is then
-        refused: it is owed whatever the request wanted. When the client clock runs ahead
-        (`requested` > now), what falls due up to `requested` is credited too, but only
-        written if the mutation succeeds. Either way a mutation never slips in before
-        cashback that is due by its own timestamp.
-        """
+    async def _settle_now(self, uow: UnitOfWork, now: int) -> None:
+        """Write the cashback of the locked accounts due by now. It is kept even if the
+        mutation is then refused: it is owed whatever the request wanted."""
         await uow.settle_cashback(now)
         await uow.flush()
+
+    async def _timestamp(
+        self, uow: UnitOfWork, accounts: list[LockedAccount], requested: int | None, now: int
+    ) -> int:
+        """The mutation's timestamp on `accounts`, refused when out of order.
+
+        When the client clock runs ahead (`requested` > now), cashback falling due up to
+        `requested` is credited first (written only if the mutation succeeds): a mutation
+        never slips in before cashback due by its own timestamp.
+        """
         if requested is not None and requested > now:
-            await uow.settle_cashback(requested)
-        newest = max(a.last_entry_at for a in uow.locked.values())
+            await uow.settle_cashback(requested, only=[a.id for a in accounts])
+        newest = max(a.last_entry_at for a in accounts)
         if requested is None:
             return max(now, newest)
         if requested < newest:
@@ -437,67 +529,3 @@ class Ledger:
     async def _advance_clock(self, conn: Conn, ts: int) -> None:
         if self.clock is ClockMode.CLIENT:
             await advance_client_clock(conn, ts)
-
-
-def _account_id_refusals(account_id: str, field: str) -> list[Refusal]:
-    if is_account_id(account_id):
-        return []
-    return [
-        Refusal(
-            RefusalCode.INVALID_ACCOUNT_ID,
-            "an account id is 1 to 64 characters: a letter or digit, then letters, digits "
-            "or _ . : @ -",
-            (field,),
-        )
-    ]
-
-
-def _amount_refusals(amount: int) -> list[Refusal]:
-    if 1 <= amount <= MAX_MONEY:
-        return []
-    return [
-        Refusal(
-            RefusalCode.INVALID_AMOUNT,
-            f"amount must be between 1 and {MAX_MONEY} minor units",
-            ("amount",),
-        )
-    ]
-
-
-def _timestamp_refusals(timestamp: int | None) -> list[Refusal]:
-    if timestamp is None or 0 <= timestamp <= MAX_TIMESTAMP_MS:
-        return []
-    return [
-        Refusal(
-            RefusalCode.INVALID_TIMESTAMP,
-            f"timestamp must be between 0 and {MAX_TIMESTAMP_MS}",
-            ("timestamp",),
-        )
-    ]
-
-
-def _refuse_insufficient(account: LockedAccount, amount: int) -> None:
-    if amount > account.balance:
-        raise Refused.one(
-            RefusalCode.INSUFFICIENT_FUNDS,
-            f"amount {amount} exceeds the balance of account {account.id!r} ({account.balance})",
-            "amount",
-        )
-
-
-def _refuse_overflow(account: LockedAccount, amount: int) -> None:
-    # Pending cashback is counted too, so crediting it later can never overflow.
-    if account.balance + account.pending_cashback + amount > MAX_MONEY:
-        raise Refused.one(
-            RefusalCode.BALANCE_OVERFLOW,
-            f"account {account.id!r} would hold more than {MAX_MONEY} minor units",
-            "amount",
-        )
-
-
-def _keyed(key: str | None, operation: str, **arguments: object) -> KeyedRequest | Refusal | None:
-    if key is None:
-        return None
-    if not is_idempotency_key(key):
-        return idempotency.key_refusal()
-    return KeyedRequest.of(key, operation, arguments)

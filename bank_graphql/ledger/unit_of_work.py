@@ -5,6 +5,7 @@ the accounts it locked, collects the entries to append, and writes everything in
 statement at `flush()`. It never commits: the service that opened the transaction does.
 """
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,6 +107,15 @@ def entry_from_row(row: tuple[Any, ...]) -> Entry:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The working state at one moment, to go back to when a batch item is refused."""
+
+    accounts: dict[str, LockedAccount]
+    entries: int
+    settled_payments: int
+
+
 @dataclass(slots=True)
 class UnitOfWork:
     conn: Conn
@@ -129,15 +139,39 @@ class UnitOfWork:
             )
         return account
 
-    async def settle_cashback(self, horizon: int, *, every_account: bool = False) -> None:
-        """Credit every cashback due at or before `horizon` to the locked accounts owning it.
+    def checkpoint(self) -> Checkpoint:
+        return Checkpoint(
+            {i: dataclasses.replace(a) for i, a in self.locked.items()},
+            len(self._entries),
+            len(self._settled_payments),
+        )
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Forget everything since `checkpoint`; account objects are updated in place."""
+        for account_id, saved in checkpoint.accounts.items():
+            current = self.locked[account_id]
+            for f in dataclasses.fields(LockedAccount):
+                setattr(current, f.name, getattr(saved, f.name))
+        del self._entries[checkpoint.entries :]
+        del self._settled_payments[checkpoint.settled_payments :]
+
+    async def settle_cashback(
+        self,
+        horizon: int,
+        *,
+        only: Iterable[str] | None = None,
+        every_account: bool = False,
+    ) -> None:
+        """Credit every cashback due at or before `horizon` to the locked accounts owning it
+        (all of them, or those in `only`).
 
         Accounts whose `next_cashback_due_at` is later are skipped without a query, unless
         `every_account` asks to look at each (the sweeper does, trusting no shortcut).
         """
+        candidates = self.locked.values() if only is None else [self.locked[i] for i in only]
         owners = [
             a.id
-            for a in self.locked.values()
+            for a in candidates
             if every_account
             or (a.next_cashback_due_at is not None and a.next_cashback_due_at <= horizon)
         ]
@@ -166,8 +200,10 @@ class UnitOfWork:
         *,
         counterparty_id: str | None = None,
         payment_id: int | None = None,
-    ) -> None:
-        """Apply one entry to the account's working state and queue it for the flush."""
+    ) -> int:
+        """Apply one entry to the account's working state and queue it for the flush.
+
+        Returns its position among the entries the next `flush` returns."""
         assert ts >= account.last_entry_at, "callers check timestamp order first"
         incoming = kind in {
             EntryKind.DEPOSIT,
@@ -183,6 +219,7 @@ class UnitOfWork:
         self._entries.append(
             _NewEntry(account.id, ts, kind, amount, account.balance, counterparty_id, payment_id)
         )
+        return len(self._entries) - 1
 
     async def flush(self) -> list[Entry]:
         """Write the queued entries and every locked account's state; returns the new entries."""
