@@ -23,7 +23,7 @@ class PoolLimits:
     pool_timeout_s: float = 10.0
     """How long a request waits for a free connection before it is answered with an error."""
     statement_timeout_ms: int = 10_000
-    lock_timeout_ms: int = 5_000
+    lock_timeout_ms: int = 2_000
     idle_in_transaction_timeout_ms: int = 60_000
 
 
@@ -45,7 +45,9 @@ async def open_pool(database_url: str, limits: PoolLimits) -> AsyncConnectionPoo
         timeout=limits.pool_timeout_s,
         # Autocommit: writes open their transaction explicitly, reads open a snapshot.
         kwargs={"options": options, "application_name": "bank-graphql", "autocommit": True},
-        check=AsyncConnectionPool.check_connection,
+        # No `check`: psycopg_pool backs off for seconds after each dead connection it
+        # checks. The ledger instead retries on another connection when one turns out dead
+        # at first contact (see Ledger.snapshot and Ledger._in_transaction).
         open=False,
         name="bank-graphql",
     )

@@ -7,7 +7,6 @@ owed whatever the outcome of the request that noticed it.
 """
 
 import asyncio
-import itertools
 import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -50,7 +49,8 @@ from bank_graphql.ledger.unit_of_work import LockedAccount, UnitOfWork
 
 log = logging.getLogger(__name__)
 
-_TRANSIENT_ERRORS = (errors.SerializationFailure, errors.DeadlockDetected)
+# Lost races: another transaction held the rows too long or in a conflicting way.
+_TRANSIENT_ERRORS = (errors.SerializationFailure, errors.DeadlockDetected, errors.LockNotAvailable)
 
 _CLOSE_MERGED = """
 UPDATE accounts
@@ -77,8 +77,9 @@ RETURNING id
 
 @dataclass(frozen=True, slots=True)
 class WriteLimits:
-    retries_max: int = 5
-    """Attempts for a transaction that lost a serialization or deadlock race."""
+    retries_max: int = 3
+    """Attempts for a transaction that lost a lock (lock_timeout), serialization or
+    deadlock race; after the last, the request answers DATABASE_BUSY."""
     retry_backoff_ms: int = 5
     batch_items_max: int = 1000
 
@@ -105,24 +106,46 @@ class Ledger:
     async def ping(self, timeout_s: float = 2.0) -> bool:
         """Does the database answer within `timeout_s`?"""
         try:
-            async with asyncio.timeout(timeout_s), self.pool.connection(timeout_s) as conn:
-                await conn.execute("SELECT 1")
+            async with asyncio.timeout(timeout_s):
+                for attempt in range(self._reconnects_max()):
+                    async with self.pool.connection(timeout_s) as conn:
+                        try:
+                            await conn.execute("SELECT 1")
+                            return True
+                        except errors.OperationalError:
+                            if not conn.broken or attempt + 1 == self._reconnects_max():
+                                raise
         except (errors.Error, PoolTimeout, TimeoutError):
             return False
-        return True
+        return False
 
     @asynccontextmanager
     async def snapshot(self) -> AsyncIterator[Snapshot]:
         """Settle everything due by now, then hold one read-only snapshot until exit."""
-        async with self.pool.connection() as conn:
-            now = await read_now(conn, self.clock)
-            if await any_due(conn, now):
-                await settle_due(conn, now, self.sweep_limits)
-            await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            try:
-                yield Snapshot(conn, now)
-            finally:
-                await conn.execute("ROLLBACK")
+        for attempt in range(self._reconnects_max()):
+            async with self.pool.connection() as conn:
+                try:
+                    now = await read_now(conn, self.clock)
+                    due = await any_due(conn, now)
+                except errors.OperationalError:
+                    # A connection that died while idle in the pool fails at once: take
+                    # another (the pool replaces the dead one in the background).
+                    if not conn.broken or attempt + 1 == self._reconnects_max():
+                        raise
+                    continue
+                if due:
+                    await settle_due(conn, now, self.sweep_limits)
+                await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                try:
+                    yield Snapshot(conn, now)
+                finally:
+                    if not conn.broken:
+                        await conn.execute("ROLLBACK")
+                return
+
+    def _reconnects_max(self) -> int:
+        """Connections to try in a row when each turns out dead: all the pool may hold."""
+        return self.pool.max_size + 1
 
     # -- mutations ---------------------------------------------------------------------
 
@@ -456,19 +479,32 @@ class Ledger:
         return await self._in_transaction(attempt)
 
     async def _in_transaction(self, attempt: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run `attempt` in a transaction of its own; again, a bounded number of times,
-        when it loses a serialization or deadlock race."""
-        for attempt_number in itertools.count(1):
+        """Run `attempt` in a transaction of its own; again, a bounded number of times, when
+        it loses a lock, serialization or deadlock race, or when its connection turns out
+        dead before COMMIT was sent (nothing of it can have committed then)."""
+        races = reconnects = 0
+        while True:
+            conn: Conn | None = None
+            committing = False
             try:
-                async with self.pool.connection() as conn, conn.transaction():
-                    return await attempt(conn)
+                async with self.pool.connection() as conn:
+                    async with conn.transaction():
+                        result = await attempt(conn)
+                        committing = True
+                    return result
             except _TRANSIENT_ERRORS:
-                if attempt_number >= self._limits.retries_max:
+                races += 1
+                if races >= self._limits.retries_max:
                     raise
-                log.info("write lost a race, retrying (attempt %d)", attempt_number)
-                backoff_s = self._limits.retry_backoff_ms / 1000 * attempt_number
+                log.info("write lost a race, retrying (attempt %d)", races)
+                backoff_s = self._limits.retry_backoff_ms / 1000 * races
                 await asyncio.sleep(backoff_s * (1 + random.random()))  # noqa: S311
-        raise AssertionError("unreachable")
+            except errors.OperationalError:
+                reconnects += 1
+                lost_before_commit = conn is not None and conn.broken and not committing
+                if not lost_before_commit or reconnects >= self._reconnects_max():
+                    raise
+                log.info("connection lost before commit, retrying on another")
 
     async def _run(self, conn: Conn, work: Work, input_refusals: list[Refusal]) -> WriteOutcome:
         if input_refusals:
