@@ -240,9 +240,7 @@ class Ledger:
         batch = Batch(requests)
         first_refused = batch.first_refused()
         if atomic and first_refused is not None:
-            refused = batch.refused_before_running(first_refused)
-            refusals = refused.refusals if refused else tuple(batch.input_refusals[first_refused])
-            return batch.aborted(first_refused, refusals)
+            return batch.aborted(*first_refused)
         try:
             return await self._in_transaction(lambda conn: self._run_batch(conn, batch, atomic))
         except BatchAborted as aborted:
@@ -259,6 +257,8 @@ class Ledger:
         for index, key in keyed.items():
             claim = claims[key.key]
             if isinstance(claim, Refusal):
+                if atomic:
+                    raise BatchAborted(index, (claim,))
                 results[index] = WriteOutcome(refusals=(claim,))
             elif claim is not None:
                 results[index] = WriteOutcome.from_json(claim)

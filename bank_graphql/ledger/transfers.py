@@ -93,15 +93,21 @@ class Batch:
             return WriteOutcome(refusals=tuple(refusals))
         return None
 
-    def first_refused(self) -> int | None:
-        return next(
-            (
-                i
-                for i, key in enumerate(self.keys)
-                if self.input_refusals[i] or isinstance(key, Refusal)
-            ),
-            None,
-        )
+    def first_refused(self) -> tuple[int, tuple[Refusal, ...]] | None:
+        """The first item refused whatever the ledger holds: bad input, a bad key, or a key
+        repeated within the batch for another input."""
+        for index, key in enumerate(self.keys):
+            refused = self.refused_before_running(index)
+            if refused is None and self.input_refusals[index]:
+                refused = WriteOutcome(refusals=tuple(self.input_refusals[index]))
+            if refused is None and isinstance(key, KeyedRequest):
+                first_key = self.keys[self.first_use[index]]
+                assert isinstance(first_key, KeyedRequest)
+                if first_key.fingerprint != key.fingerprint:
+                    refused = _reused(key)
+            if refused is not None:
+                return index, refused.refusals
+        return None
 
     def finish(self, results: list[WriteOutcome | None]) -> BatchOutcome:
         """Give repeats of a key their first use's outcome; every item has one then."""
