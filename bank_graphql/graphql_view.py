@@ -21,14 +21,21 @@ from bank_graphql.api.errors import ErrorCode, error_code
 
 request_log = logging.getLogger("bank_graphql.requests")
 
-_MASKED_MESSAGE = "Internal server error"
+# Errors whose own text is the server's business: the client gets these words instead.
+_MASKED_MESSAGES = {
+    ErrorCode.INTERNAL_SERVER_ERROR: "Internal server error",
+    ErrorCode.DATABASE_UNAVAILABLE: "The database is unavailable; try again shortly "
+    "(with the same idempotency key for a mutation).",
+    ErrorCode.DATABASE_BUSY: "The database is busy; try again shortly "
+    "(with the same idempotency key for a mutation).",
+}
 
 
 def format_error(error: GraphQLError) -> dict[str, Any]:
     code = error_code(error)
     formatted = error.formatted
-    if code is ErrorCode.INTERNAL_SERVER_ERROR:
-        formatted["message"] = _MASKED_MESSAGE
+    if code in _MASKED_MESSAGES:
+        formatted["message"] = _MASKED_MESSAGES[code]
     formatted["extensions"] = {**formatted.get("extensions", {}), "code": code.value}
     return dict(formatted)
 

@@ -39,8 +39,11 @@ class BankSchema(strawberry.Schema):
         # Client mistakes are the client's business; only unexpected failures are logged,
         # with their stack trace, which never leaves the server.
         for error in errors:
-            if error_code(error) is ErrorCode.INTERNAL_SERVER_ERROR:
+            code = error_code(error)
+            if code is ErrorCode.INTERNAL_SERVER_ERROR:
                 log.error("unexpected error in %s", error.path, exc_info=error.original_error)
+            elif code in {ErrorCode.DATABASE_UNAVAILABLE, ErrorCode.DATABASE_BUSY}:
+                log.warning("%s in %s: %s", code.value, error.path, error.original_error)
 
 
 def build_schema(limits: QueryLimits | None = None) -> BankSchema:
