@@ -40,11 +40,20 @@ def format_error(error: GraphQLError) -> dict[str, Any]:
     return dict(formatted)
 
 
+def dump_json(data: object) -> bytes:
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        # A lone surrogate a client sent (a valid JSON escape) echoed in a message: the
+        # stdlib writes it back as the same escape.
+        return json.dumps(data).encode()
+
+
 def error_response(status_code: int, code: str, message: str) -> Response:
     body = {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]}
     headers = {"Allow": "POST"} if status_code == 405 else None
     return Response(
-        orjson.dumps(body), status_code=status_code, media_type="application/json", headers=headers
+        dump_json(body), status_code=status_code, media_type="application/json", headers=headers
     )
 
 
@@ -67,7 +76,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         return response
 
     def encode_json(self, data: object) -> bytes:
-        return orjson.dumps(data)
+        return dump_json(data)
 
     def decode_json(self, data: str | bytes) -> object:
         try:
@@ -77,7 +86,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             # 2^64 reaches the Money scalar and gets its error instead of "bad JSON".
             try:
                 decoded = json.loads(data)
-            except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
+            except (ValueError, RecursionError):  # bad JSON, not UTF-8, or nested too deep
                 raise HTTPException(400, "Unable to parse request body as JSON") from None
         if not isinstance(decoded, (dict, list)):
             raise HTTPException(400, "the request body must be a JSON object")

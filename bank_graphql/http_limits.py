@@ -1,7 +1,13 @@
 """ASGI middleware refusing request bodies larger than a limit, before they are read."""
 
+import logging
+
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bank_graphql import metrics
+
+request_log = logging.getLogger("bank_graphql.requests")
 
 
 class BodySizeLimit:
@@ -36,6 +42,11 @@ class BodySizeLimit:
             await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
+        metrics.ERRORS.labels("REQUEST_TOO_LARGE").inc()
+        request_log.info(
+            "request refused",
+            extra={"status": 413, "error_codes": ["REQUEST_TOO_LARGE"]},
+        )
         body = orjson.dumps(
             {
                 "data": None,

@@ -1,5 +1,6 @@
 """GraphQL errors the API raises on purpose, each with an `extensions.code`."""
 
+import re
 from enum import StrEnum
 
 from graphql import GraphQLError
@@ -33,6 +34,13 @@ def bad_input(message: str) -> ApiError:
     return ApiError(ErrorCode.BAD_USER_INPUT, message)
 
 
+# What graphql-core says of a variable's value (not of the document's use of variables).
+_BAD_VARIABLE_VALUE = re.compile(
+    r"Variable '\$[^']*' (has invalid value|got invalid value|of required type .* was not "
+    r"provided|of non-null type .* must not be null)"
+)
+
+
 def error_code(error: GraphQLError) -> ErrorCode:
     """Classify an error of an execution result; INTERNAL_SERVER_ERROR means "mask it"."""
     original = error.original_error
@@ -48,7 +56,7 @@ def error_code(error: GraphQLError) -> ErrorCode:
     if error.path is None:  # raised before execution: parsing, validation, variables
         if error.message.startswith("Syntax Error"):
             return ErrorCode.GRAPHQL_PARSE_FAILED
-        if error.message.startswith("Variable "):
+        if _BAD_VARIABLE_VALUE.match(error.message):
             return ErrorCode.BAD_USER_INPUT
         return ErrorCode.GRAPHQL_VALIDATION_FAILED
     return ErrorCode.INTERNAL_SERVER_ERROR

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
 from bank_graphql import metrics
@@ -33,29 +34,48 @@ def _user_error_codes(data: object) -> list[str]:
 class RequestLog(SchemaExtension):
     def on_operation(self) -> Iterator[None]:
         started = time.perf_counter()
-        yield
-        elapsed_s = time.perf_counter() - started
+        try:
+            yield
+        except GraphQLError as error:  # the document did not parse (syntax, too many tokens)
+            _record(started, "unknown", None, [error_code(error).value], [])
+            raise
+        # Any other exception (an operation type the HTTP method may not carry) is refused
+        # and logged by the HTTP layer.
         context = self.execution_context
         result = context.result
-        graphql_codes = [error_code(e).value for e in (result.errors or [])] if result else []
-        if context.pre_execution_errors:
-            graphql_codes += [error_code(e).value for e in context.pre_execution_errors]
-        user_codes = _user_error_codes(result.data if result else None)
-        outcome = "error" if graphql_codes else "refused" if user_codes else "ok"
+        errors = (result.errors if result else None) or context.pre_execution_errors or []
         try:
             operation_type = context.operation_type.value
-        except RuntimeError:  # the document did not parse: no operation to speak of
+        except RuntimeError:  # no operation to speak of
             operation_type = "unknown"
-        metrics.REQUESTS.labels(operation_type, outcome).inc()
-        metrics.LATENCY.labels(operation_type).observe(elapsed_s)
-        for code in graphql_codes + user_codes:
-            metrics.ERRORS.labels(code).inc()
-        fields: dict[str, Any] = {
-            "operation_name": context.operation_name,
-            "operation_type": operation_type,
-            "duration_ms": round(elapsed_s * 1000, 3),
-            "outcome": outcome,
-        }
-        if graphql_codes or user_codes:
-            fields["error_codes"] = sorted(set(graphql_codes + user_codes))
-        log.info("graphql operation", extra=fields)
+        _record(
+            started,
+            operation_type,
+            context.operation_name,
+            [error_code(e).value for e in errors],
+            _user_error_codes(result.data if result else None),
+        )
+
+
+def _record(
+    started: float,
+    operation_type: str,
+    operation_name: str | None,
+    graphql_codes: list[str],
+    user_codes: list[str],
+) -> None:
+    elapsed_s = time.perf_counter() - started
+    outcome = "error" if graphql_codes else "refused" if user_codes else "ok"
+    metrics.REQUESTS.labels(operation_type, outcome).inc()
+    metrics.LATENCY.labels(operation_type).observe(elapsed_s)
+    for code in graphql_codes + user_codes:
+        metrics.ERRORS.labels(code).inc()
+    fields: dict[str, Any] = {
+        "operation_name": operation_name,
+        "operation_type": operation_type,
+        "duration_ms": round(elapsed_s * 1000, 3),
+        "outcome": outcome,
+    }
+    if graphql_codes or user_codes:
+        fields["error_codes"] = sorted(set(graphql_codes + user_codes))
+    log.info("graphql operation", extra=fields)

@@ -24,10 +24,12 @@ class EndReadsAfterOperation(SchemaExtension):
     """Give the request's read snapshot (and its connection) back once the operation ends."""
 
     async def on_operation(self) -> AsyncIterator[None]:
-        yield
-        context = self.execution_context.context
-        if isinstance(context, Context):
-            await context.end_reads()
+        try:
+            yield
+        finally:
+            context = self.execution_context.context
+            if isinstance(context, Context):
+                await context.end_reads()
 
 
 class BankSchema(strawberry.Schema):
