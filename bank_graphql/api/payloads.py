@@ -37,6 +37,10 @@ def _account(outcome: WriteOutcome, index: int) -> Account | None:
     return Account.from_row(outcome.accounts[index]) if outcome.accounts else None
 
 
+def _entry(outcome: WriteOutcome) -> LedgerEntry | None:
+    return None if outcome.entry is None else LedgerEntry.from_row(outcome.entry)
+
+
 def _balance(outcome: WriteOutcome) -> Money | None:
     return None if outcome.balance is None else Money(outcome.balance)
 
@@ -64,7 +68,7 @@ class DepositPayload:
     def from_outcome(cls, outcome: WriteOutcome) -> Self:
         return cls(
             balance=_balance(outcome),
-            entry=None if outcome.entry is None else LedgerEntry.from_row(outcome.entry),
+            entry=_entry(outcome),
             account=_account(outcome, 0),
             errors=_user_errors(outcome),
         )
@@ -86,7 +90,7 @@ class TransferPayload:
     def from_outcome(cls, outcome: WriteOutcome, path: tuple[str, ...] = ("input",)) -> Self:
         return cls(
             balance=_balance(outcome),
-            entry=None if outcome.entry is None else LedgerEntry.from_row(outcome.entry),
+            entry=_entry(outcome),
             source_account=_account(outcome, 0),
             target_account=_account(outcome, 1),
             errors=_user_errors(outcome, path),

@@ -182,17 +182,10 @@ class Ledger:
         timestamp: int | None,
         idempotency_key: str | None = None,
     ) -> WriteOutcome:
-        refusals = (
-            checks.account_id_refusals(account_id, "accountId")
-            + checks.amount_refusals(amount)
-            + checks.timestamp_refusals(timestamp)
-        )
+        refusals = _one_account_refusals(account_id, amount, timestamp)
 
         async def work(uow: UnitOfWork, now: int) -> WriteOutcome:
-            self._refuse_future(timestamp, now)
-            await uow.lock([account_id])
-            account = uow.require(account_id, "accountId")
-            ts = await self._settle_and_order(uow, timestamp, now)
+            account, ts = await self._lock_one(uow, account_id, timestamp, now)
             checks.refuse_overflow(account, amount)
             uow.append(account, EntryKind.DEPOSIT, amount, ts)
             entries = await uow.flush()
@@ -323,17 +316,10 @@ class Ledger:
         timestamp: int | None,
         idempotency_key: str | None = None,
     ) -> WriteOutcome:
-        refusals = (
-            checks.account_id_refusals(account_id, "accountId")
-            + checks.amount_refusals(amount)
-            + checks.timestamp_refusals(timestamp)
-        )
+        refusals = _one_account_refusals(account_id, amount, timestamp)
 
         async def work(uow: UnitOfWork, now: int) -> WriteOutcome:
-            self._refuse_future(timestamp, now)
-            await uow.lock([account_id])
-            account = uow.require(account_id, "accountId")
-            ts = await self._settle_and_order(uow, timestamp, now)
+            account, ts = await self._lock_one(uow, account_id, timestamp, now)
             due_at = ts + CASHBACK_DELAY_MS
             if due_at > MAX_TIMESTAMP_MS:
                 raise Refused.one(
@@ -528,6 +514,15 @@ class Ledger:
                 "timestamp",
             )
 
+    async def _lock_one(
+        self, uow: UnitOfWork, account_id: str, requested: int | None, now: int
+    ) -> tuple[LockedAccount, int]:
+        """Lock and settle the one account a deposit or payment touches; its timestamp."""
+        self._refuse_future(requested, now)
+        await uow.lock([account_id])
+        account = uow.require(account_id, "accountId")
+        return account, await self._settle_and_order(uow, requested, now)
+
     async def _settle_and_order(self, uow: UnitOfWork, requested: int | None, now: int) -> int:
         """Settle the locked accounts' due cashback, then return the mutation's timestamp."""
         await self._settle_now(uow, now)
@@ -565,3 +560,11 @@ class Ledger:
     async def _advance_clock(self, conn: Conn, ts: int) -> None:
         if self.clock is ClockMode.CLIENT:
             await advance_client_clock(conn, ts)
+
+
+def _one_account_refusals(account_id: str, amount: int, timestamp: int | None) -> list[Refusal]:
+    return (
+        checks.account_id_refusals(account_id, "accountId")
+        + checks.amount_refusals(amount)
+        + checks.timestamp_refusals(timestamp)
+    )
