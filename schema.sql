@@ -114,3 +114,63 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS idempotency_keys_by_age ON idempotency_keys (created_at);
+
+-- One transfer in one statement: the hot path of `transfer` when there is no idempotency key
+-- and no cashback to settle first (system clock). It locks both accounts in id order, checks,
+-- appends both entries and updates both accounts, or changes nothing and says why:
+--   OK | SOURCE_NOT_FOUND | TARGET_NOT_FOUND | SETTLE_FIRST | TIMESTAMP_OUT_OF_ORDER |
+--   INSUFFICIENT_FUNDS | BALANCE_OVERFLOW
+-- SETTLE_FIRST: cashback is due on one of them; the service then takes its general path,
+-- which credits it first. The rules are those of bank_graphql/ledger (checks.py, service.py).
+CREATE OR REPLACE FUNCTION ledger_transfer(
+    p_source text, p_target text, p_amount bigint, p_requested bigint, p_now bigint,
+    OUT outcome text, OUT entry_id bigint, OUT entry_ts bigint, OUT source_balance bigint,
+    OUT newest_entry_at bigint, OUT source_created_at bigint, OUT source_outgoing bigint,
+    OUT target_created_at bigint, OUT target_outgoing bigint
+)
+LANGUAGE plpgsql AS $$
+DECLARE
+    src accounts%ROWTYPE;
+    tgt accounts%ROWTYPE;
+    row accounts%ROWTYPE;
+BEGIN
+    -- Id order: opposing transfers queue in the same order and never deadlock.
+    FOR row IN
+        SELECT * FROM accounts
+        WHERE id IN (p_source, p_target) AND merged_into IS NULL
+        ORDER BY id FOR UPDATE
+    LOOP
+        IF row.id = p_source THEN src := row; ELSE tgt := row; END IF;
+    END LOOP;
+    IF src.id IS NULL THEN outcome := 'SOURCE_NOT_FOUND'; RETURN; END IF;
+    IF tgt.id IS NULL THEN outcome := 'TARGET_NOT_FOUND'; RETURN; END IF;
+    IF src.next_cashback_due_at <= greatest(p_now, p_requested)
+       OR tgt.next_cashback_due_at <= greatest(p_now, p_requested) THEN
+        outcome := 'SETTLE_FIRST'; RETURN;
+    END IF;
+    newest_entry_at := greatest(src.last_entry_at, tgt.last_entry_at);
+    IF p_requested < newest_entry_at THEN outcome := 'TIMESTAMP_OUT_OF_ORDER'; RETURN; END IF;
+    source_balance := src.balance;
+    IF p_amount > src.balance THEN outcome := 'INSUFFICIENT_FUNDS'; RETURN; END IF;
+    IF tgt.balance + tgt.pending_cashback + p_amount > 9007199254740991 THEN
+        outcome := 'BALANCE_OVERFLOW'; RETURN;
+    END IF;
+
+    entry_ts := coalesce(p_requested, greatest(p_now, newest_entry_at));
+    source_balance := src.balance - p_amount;
+    INSERT INTO entries (account_id, ts, kind, amount, balance_after, counterparty_id)
+    VALUES (p_source, entry_ts, 'TRANSFER_OUT', p_amount, source_balance, p_target)
+    RETURNING id INTO entry_id;
+    INSERT INTO entries (account_id, ts, kind, amount, balance_after, counterparty_id)
+    VALUES (p_target, entry_ts, 'TRANSFER_IN', p_amount, tgt.balance + p_amount, p_source);
+    UPDATE accounts
+    SET balance = CASE WHEN id = p_source THEN source_balance ELSE tgt.balance + p_amount END,
+        outgoing = CASE WHEN id = p_source THEN outgoing + p_amount ELSE outgoing END,
+        last_entry_at = entry_ts
+    WHERE id IN (p_source, p_target);
+    outcome := 'OK';
+    source_created_at := src.created_at;
+    source_outgoing := src.outgoing + p_amount;
+    target_created_at := tgt.created_at;
+    target_outgoing := tgt.outgoing;
+END $$;

@@ -43,20 +43,43 @@ def timestamp_refusals(timestamp: int | None) -> list[Refusal]:
     ]
 
 
+def not_found(account_id: str, field: str) -> Refusal:
+    return Refusal(
+        RefusalCode.ACCOUNT_NOT_FOUND, f"account {account_id!r} does not exist", (field,)
+    )
+
+
+def out_of_order(requested: int, newest: int) -> Refusal:
+    return Refusal(
+        RefusalCode.TIMESTAMP_OUT_OF_ORDER,
+        f"timestamp {requested} is earlier than the newest entry ({newest}) of an account this "
+        "mutation touches",
+        ("timestamp",),
+    )
+
+
+def insufficient_funds(account_id: str, amount: int, balance: int) -> Refusal:
+    return Refusal(
+        RefusalCode.INSUFFICIENT_FUNDS,
+        f"amount {amount} exceeds the balance of account {account_id!r} ({balance})",
+        ("amount",),
+    )
+
+
+def overflow(account_id: str) -> Refusal:
+    return Refusal(
+        RefusalCode.BALANCE_OVERFLOW,
+        f"account {account_id!r} would hold more than {MAX_MONEY} minor units",
+        ("amount",),
+    )
+
+
 def refuse_insufficient(account: LockedAccount, amount: int) -> None:
     if amount > account.balance:
-        raise Refused.one(
-            RefusalCode.INSUFFICIENT_FUNDS,
-            f"amount {amount} exceeds the balance of account {account.id!r} ({account.balance})",
-            "amount",
-        )
+        raise Refused([insufficient_funds(account.id, amount, account.balance)])
 
 
 def refuse_overflow(account: LockedAccount, amount: int) -> None:
     # Pending cashback is counted too, so crediting it later can never overflow.
     if account.balance + account.pending_cashback + amount > MAX_MONEY:
-        raise Refused.one(
-            RefusalCode.BALANCE_OVERFLOW,
-            f"account {account.id!r} would hold more than {MAX_MONEY} minor units",
-            "amount",
-        )
+        raise Refused([overflow(account.id)])

@@ -12,12 +12,13 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from psycopg import errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from bank_graphql.ledger import checks, idempotency
+from bank_graphql.ledger import clock as clocks
 from bank_graphql.ledger.cashback import SweepLimits, any_due, settle_due
 from bank_graphql.ledger.clock import ClockMode, advance_client_clock, read_now
 from bank_graphql.ledger.database import Conn
@@ -25,6 +26,7 @@ from bank_graphql.ledger.idempotency import KeyedRequest, keyed_request
 from bank_graphql.ledger.models import (
     Account,
     BatchOutcome,
+    Entry,
     EntryKind,
     Payment,
     TransferRequest,
@@ -59,6 +61,8 @@ SET survivor_id = %(survivor)s,
     merged_at = CASE WHEN id = %(absorbed)s THEN %(ts)s ELSE merged_at END
 WHERE survivor_id = %(absorbed)s
 """
+
+_TRANSFER = "SELECT * FROM ledger_transfer(%s, %s, %s, %s, %s)"
 
 _CREATE_ACCOUNT = """
 INSERT INTO accounts (id, created_at, last_entry_at, survivor_id)
@@ -200,6 +204,12 @@ class Ledger:
         return await self._write(work, refusals, keyed)
 
     async def transfer(self, request: TransferRequest) -> WriteOutcome:
+        refusals, keyed = transfer_refusals(request), transfer_key(request)
+        if not refusals and keyed is None and self.clock is ClockMode.SYSTEM:
+            fast = await self._transfer_in_one_statement(request)
+            if fast is not None:
+                return fast
+
         async def work(uow: UnitOfWork, now: int) -> WriteOutcome:
             await uow.lock([request.source_id, request.target_id])
             await self._settle_now(uow, now)
@@ -208,7 +218,64 @@ class Ledger:
             await self._advance_clock(uow.conn, applied.ts)
             return applied.outcome(entries)
 
-        return await self._write(work, transfer_refusals(request), transfer_key(request))
+        return await self._write(work, refusals, keyed)
+
+    async def _transfer_in_one_statement(self, request: TransferRequest) -> WriteOutcome | None:
+        """The transfer as one statement (schema.sql's ledger_transfer): one round trip.
+
+        None when cashback must be credited first: the general path does that. A lost
+        connection is not retried here: without an idempotency key nobody can tell whether
+        the statement committed, so the client hears DATABASE_UNAVAILABLE.
+        """
+        now = clocks.wall_clock_ms()
+        try:
+            self._refuse_future(request.timestamp, now)
+        except Refused as refused:
+            return WriteOutcome(refusals=refused.refusals)
+
+        async def attempt(conn: Conn) -> tuple[Any, ...]:
+            cursor = await conn.execute(
+                _TRANSFER,
+                (request.source_id, request.target_id, request.amount, request.timestamp, now),
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            return row
+
+        row = await self._in_transaction(attempt, autocommit_statement=True)
+        outcome, entry_id, ts, balance, newest, src_created, src_out, tgt_created, tgt_out = row
+        if outcome == "SETTLE_FIRST":
+            return None
+        refusal = {
+            "SOURCE_NOT_FOUND": lambda: checks.not_found(request.source_id, "sourceAccountId"),
+            "TARGET_NOT_FOUND": lambda: checks.not_found(request.target_id, "targetAccountId"),
+            "TIMESTAMP_OUT_OF_ORDER": lambda: checks.out_of_order(request.timestamp or 0, newest),
+            "INSUFFICIENT_FUNDS": lambda: checks.insufficient_funds(
+                request.source_id, request.amount, balance
+            ),
+            "BALANCE_OVERFLOW": lambda: checks.overflow(request.target_id),
+        }.get(outcome)
+        if refusal is not None:
+            return WriteOutcome(refusals=(refusal(),))
+        assert outcome == "OK", outcome
+        entry = Entry(
+            entry_id,
+            request.source_id,
+            ts,
+            EntryKind.TRANSFER_OUT,
+            request.amount,
+            balance,
+            request.target_id,
+            None,
+        )
+        return WriteOutcome(
+            balance=balance,
+            entry=entry,
+            accounts=(
+                Account(request.source_id, src_created, src_out),
+                Account(request.target_id, tgt_created, tgt_out),
+            ),
+        )
 
     async def transfer_batch(
         self, requests: Sequence[TransferRequest], *, atomic: bool
@@ -464,16 +531,24 @@ class Ledger:
 
         return await self._in_transaction(attempt)
 
-    async def _in_transaction(self, attempt: Callable[[Conn], Awaitable[T]]) -> T:
+    async def _in_transaction(
+        self, attempt: Callable[[Conn], Awaitable[T]], *, autocommit_statement: bool = False
+    ) -> T:
         """Run `attempt` in a transaction of its own; again, a bounded number of times, when
         it loses a lock, serialization or deadlock race, or when its connection turns out
-        dead before COMMIT was sent (nothing of it can have committed then)."""
+        dead before COMMIT was sent (nothing of it can have committed then).
+
+        `autocommit_statement`: `attempt` is one statement that is its own transaction; its
+        connection dying is never retried, as it may have committed.
+        """
         races = reconnects = 0
         while True:
             conn: Conn | None = None
-            committing = False
+            committing = autocommit_statement
             try:
                 async with self.pool.connection() as conn:
+                    if autocommit_statement:
+                        return await attempt(conn)
                     async with conn.transaction():
                         result = await attempt(conn)
                         committing = True
@@ -549,12 +624,7 @@ class Ledger:
         if requested is None:
             return max(now, newest)
         if requested < newest:
-            raise Refused.one(
-                RefusalCode.TIMESTAMP_OUT_OF_ORDER,
-                f"timestamp {requested} is earlier than the newest entry ({newest}) of an "
-                "account this mutation touches",
-                "timestamp",
-            )
+            raise Refused([checks.out_of_order(requested, newest)])
         return requested
 
     async def _advance_clock(self, conn: Conn, ts: int) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from bank_graphql.ledger.database import Conn
 from bank_graphql.ledger.models import OUTGOING_KINDS, Account, Entry, EntryKind
-from bank_graphql.ledger.refusals import RefusalCode, Refused
+from bank_graphql.ledger.refusals import Refusal, RefusalCode, Refused
 
 # Id order: two transactions locking the same accounts always queue in the same order, so
 # opposing transfers can never deadlock each other. Closed (merged) accounts are not locked.
@@ -134,8 +134,14 @@ class UnitOfWork:
     def require(self, account_id: str, *field_path: str) -> LockedAccount:
         account = self.locked.get(account_id)
         if account is None:
-            raise Refused.one(
-                RefusalCode.ACCOUNT_NOT_FOUND, f"account {account_id!r} does not exist", *field_path
+            raise Refused(
+                [
+                    Refusal(
+                        RefusalCode.ACCOUNT_NOT_FOUND,
+                        f"account {account_id!r} does not exist",
+                        field_path,
+                    )
+                ]
             )
         return account
 
