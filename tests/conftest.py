@@ -1,5 +1,6 @@
-"""Fixtures: a real PostgreSQL, a fresh database per test cloned from a template, and an
-HTTP client talking to the app through ASGI (the app's lifespan runs for real)."""
+"""Fixtures: a real PostgreSQL, a fresh database per test cloned from a template, an HTTP
+client talking to the app through ASGI (the app's lifespan runs for real), and real
+`bank-graphql serve` processes."""
 
 import os
 import uuid
@@ -15,6 +16,7 @@ from psycopg import sql
 from bank_graphql.app import create_app
 from bank_graphql.ledger import ClockMode, audit_books, migrate
 from bank_graphql.settings import Settings
+from tests.servers import Serve, Server, launch
 
 TEMPLATE = f"bank_template_{os.getpid()}"
 
@@ -139,3 +141,20 @@ async def audit(db: psycopg.AsyncConnection[Any]) -> Callable[[], Awaitable[None
         assert await audit_books(db) == []
 
     return check
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    """Start `bank-graphql serve` (tests/servers.py) and wait until it is healthy; after the
+    test, SIGTERM every server it started that is still running."""
+    started: list[Server] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, healthy_s: float = 60) -> Server:
+        server = launch(*args, log=tmp_path / f"server-{len(started)}.log", env=env)
+        started.append(server)
+        server.wait_healthy(healthy_s)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

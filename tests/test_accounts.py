@@ -7,10 +7,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from bank_graphql.ledger import ClockMode
 from tests.conftest import GraphQLClient, MakeClient
+from tests.db_helpers import client_now, entry_count, scalar
 from tests.operations import CREATE, HISTORY, create, deposit, funded, transfer
 
 Audit = Callable[[], Awaitable[None]]
@@ -36,20 +36,6 @@ def _one_error(payload: dict[str, Any], code: str, field: list[str]) -> None:
     assert [(e["code"], e["field"]) for e in errors] == [(code, field)], errors
     assert errors[0]["message"], errors
     assert payload["account"] is None, payload
-
-
-async def _count(db: psycopg.AsyncConnection[Any], table: str) -> int:
-    cursor = await db.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
-    row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-async def _client_now(db: psycopg.AsyncConnection[Any]) -> int:
-    cursor = await db.execute("SELECT now_ms FROM client_clock")
-    row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 async def _create_many(gql: GraphQLClient, ids: list[str], ts: int) -> None:
@@ -92,7 +78,7 @@ async def test_create_account_starts_empty_at_the_given_timestamp(
 
     history = (await gql.ok(HISTORY, {"id": "alice"}))["account"]["transactions"]
     assert history["edges"] == []
-    assert await _count(db, "entries") == 0
+    assert await entry_count(db) == 0
     await audit()
 
 
@@ -117,9 +103,9 @@ async def test_create_account_twice_is_refused_and_changes_nothing(
     _one_error(again, "ACCOUNT_ALREADY_EXISTS", ["input", "id"])
     data = await gql.ok(ACCOUNT, {"id": "alice"})
     assert data["account"] == {"id": "alice", "createdAt": 1_000, "balance": 50, "outgoing": 0}
-    assert await _count(db, "accounts") == 1
-    assert await _count(db, "entries") == 1
-    assert await _client_now(db) == 1_000  # a refused mutation does not move the clock
+    assert await scalar(db, "SELECT count(*) FROM accounts") == 1
+    assert await entry_count(db) == 1
+    assert await client_now(db) == 1_000  # a refused mutation does not move the clock
     await audit()
 
 
@@ -152,8 +138,8 @@ async def test_create_account_refuses_invalid_ids(
     data = await gql.ok(CREATE, {"id": bad_id, "ts": 1_000})
 
     _one_error(data["createAccount"], "INVALID_ACCOUNT_ID", ["input", "id"])
-    assert await _count(db, "accounts") == 0
-    assert await _client_now(db) == 0
+    assert await scalar(db, "SELECT count(*) FROM accounts") == 0
+    assert await client_now(db) == 0
 
 
 @pytest.mark.parametrize(

@@ -3,22 +3,24 @@ settled by mutations, by query requests and by the sweeper, and only projected (
 for instants later than now. Also payments: listing, lookups and status(at)."""
 
 import asyncio
-import time
 from typing import Any
 
 import psycopg
 
 from bank_graphql.ledger import ClockMode, SweepLimits
 from tests.conftest import GraphQLClient, MakeClient
+from tests.db_helpers import cashback_rows, entry_count, wait_until_cashback
 from tests.operations import (
     DAY_MS,
     DEPOSIT,
     HISTORY,
+    PAYMENT,
     balance,
     create,
     deposit,
     funded,
     pay,
+    status,
     transfer,
 )
 
@@ -32,13 +34,6 @@ mutation($id: ID!, $amount: Money!, $ts: Timestamp) {
     balance
     payment { id accountId timestamp amount cashback cashbackDueAt }
     errors { code message field }
-  }
-}"""
-
-PAYMENT = """
-query($account: ID!, $id: ID!, $at: Timestamp) {
-  payment(accountId: $account, id: $id) {
-    id accountId timestamp amount cashback cashbackDueAt status(at: $at)
   }
 }"""
 
@@ -62,15 +57,6 @@ async def pay_quiet(
     return payload
 
 
-async def status(
-    gql: GraphQLClient, account_id: str, payment_id: str, at: int | None = None
-) -> str:
-    data = await gql.ok(PAYMENT, {"account": account_id, "id": payment_id, "at": at})
-    assert data["payment"] is not None, (account_id, payment_id)
-    value: str = data["payment"]["status"]
-    return value
-
-
 async def history(gql: GraphQLClient, account_id: str) -> list[tuple[Any, ...]]:
     """(timestamp, kind, amount, balanceAfter, paymentId) of every entry, oldest first."""
     data = await gql.ok(HISTORY, {"id": account_id, "first": 100})
@@ -80,34 +66,6 @@ async def history(gql: GraphQLClient, account_id: str) -> list[tuple[Any, ...]]:
         (n["timestamp"], n["kind"], n["amount"], n["balanceAfter"], n["paymentId"])
         for n in (edge["node"] for edge in connection["edges"])
     ]
-
-
-async def cashback_rows(db: Conn) -> list[tuple[Any, ...]]:
-    """(account_id, ts, amount, balance_after, payment_id) of every CASHBACK entry written."""
-    cursor = await db.execute(
-        "SELECT account_id, ts, amount, balance_after, payment_id FROM entries "
-        "WHERE kind = 'CASHBACK' ORDER BY id"
-    )
-    return [tuple(row) for row in await cursor.fetchall()]
-
-
-async def entry_count(db: Conn) -> int:
-    cursor = await db.execute("SELECT count(*) FROM entries")
-    row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-async def wait_until_cashback(
-    db: Conn, count: int, timeout_s: float = 5.0
-) -> list[tuple[Any, ...]]:
-    """Poll the entries table until `count` CASHBACK entries exist, or give up after a while."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        rows = await cashback_rows(db)
-        if len(rows) >= count or time.monotonic() > deadline:
-            return rows
-        await asyncio.sleep(0.02)
 
 
 async def test_cashback_is_credited_at_exactly_the_due_timestamp(

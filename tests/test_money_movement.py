@@ -10,11 +10,14 @@ import pytest
 
 from bank_graphql.ledger import ClockMode
 from tests.conftest import GraphQLClient, MakeClient
+from tests.db_helpers import scalar, table_rows
 from tests.operations import (
     DAY_MS,
     DEPOSIT,
     HISTORY,
+    MAX_MONEY,
     PAY,
+    TOP_SPENDERS,
     TRANSFER,
     balance,
     create,
@@ -26,13 +29,8 @@ from tests.operations import (
 
 Audit = Callable[[], Awaitable[None]]
 
-MAX_MONEY = 2**53 - 1
-
 ACCOUNT = """
 query($id: ID!) { account(id: $id) { balance outgoing } }"""
-
-TOP_SPENDERS = """
-query($first: Int!) { topSpenders(first: $first) { accountId outgoing } }"""
 
 # Each mutation's document (tests/operations.py), keyed by the field its payload answers under.
 DOCUMENTS = {"deposit": DEPOSIT, "transfer": TRANSFER, "pay": PAY}
@@ -43,13 +41,6 @@ async def _history(gql: GraphQLClient, account_id: str) -> list[dict[str, Any]]:
     return [edge["node"] for edge in data["account"]["transactions"]["edges"]]
 
 
-async def _scalar(db: psycopg.AsyncConnection[Any], query: str) -> int:
-    cursor = await db.execute(query.encode())
-    row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 async def _books(
     gql: GraphQLClient, db: psycopg.AsyncConnection[Any], ids: list[str]
 ) -> dict[str, Any]:
@@ -57,10 +48,7 @@ async def _books(
     return {
         "accounts": {a: (await gql.ok(ACCOUNT, {"id": a}))["account"] for a in ids},
         "histories": {a: await _history(gql, a) for a in ids},
-        "entries": await _scalar(db, "SELECT count(*) FROM entries"),
-        "payments": await _scalar(db, "SELECT count(*) FROM payments"),
-        "account rows": await _scalar(db, "SELECT count(*) FROM accounts"),
-        "clock": await _scalar(db, "SELECT now_ms FROM client_clock"),
+        "tables": await table_rows(db),
     }
 
 
@@ -227,7 +215,7 @@ async def test_payment_ids_count_across_accounts_and_refusals_take_no_number(
     )
     assert (await pay(gql, "bob", 100, 3_000))["payment"]["id"] == "payment3"
     assert (await pay(gql, "alice", 900, 3_000))["payment"]["id"] == "payment4"
-    assert await _scalar(db, "SELECT count(*) FROM payments") == 4
+    assert await scalar(db, "SELECT count(*) FROM payments") == 4
     await audit()
 
 

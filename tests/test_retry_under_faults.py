@@ -8,26 +8,31 @@ their application_name) never touches the test's own connections.
 
 import asyncio
 import contextlib
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
 
-Audit = Callable[[], Awaitable[None]]
+from tests.db_helpers import balances
+from tests.operations import (
+    BALANCES,
+    CREATE,
+    DEPOSIT,
+    TRANSFER,
+    Intended,
+    assert_answered_as_intended,
+    balances_after,
+    plan_transfers,
+)
+from tests.servers import Serve, Server
 
-BIN = Path(sys.executable).with_name("bank-graphql")
+Audit = Callable[[], Awaitable[None]]
 
 ACCOUNTS = [f"acct-{i}" for i in range(10)]
 OPENING = 10_000
@@ -40,35 +45,6 @@ KILL_ROUNDS_MAX = 400
 ABANDON_EVERY = 8
 ABANDON_AFTER_S = 0.005
 RUN_TIMEOUT_S = 20.0
-
-CREATE_K = """
-mutation($id: ID!, $key: String) {
-  createAccount(input: {id: $id, idempotencyKey: $key}) {
-    account { id }
-    errors { code message field }
-  }
-}"""
-
-DEPOSIT_K = """
-mutation($id: ID!, $amount: Money!, $key: String) {
-  deposit(input: {accountId: $id, amount: $amount, idempotencyKey: $key}) {
-    balance
-    entry { id }
-    errors { code message field }
-  }
-}"""
-
-TRANSFER_K = """
-mutation($from: ID!, $to: ID!, $amount: Money!, $key: String) {
-  transfer(input: {sourceAccountId: $from, targetAccountId: $to, amount: $amount,
-                   idempotencyKey: $key}) {
-    balance
-    entry { id accountId timestamp kind amount balanceAfter counterpartyId }
-    errors { code message field }
-  }
-}"""
-
-BALANCES = "query { accounts(first: 100) { nodes { id balance } } }"
 
 # Every backend of the server (its pool names itself), never this test's own connections.
 KILL_ALL = """
@@ -88,16 +64,6 @@ IDLE_BACKENDS = """
 SELECT count(*) FROM pg_stat_activity
 WHERE datname = current_database() AND application_name = 'bank-graphql' AND state = 'idle'
 """
-
-
-@dataclass(frozen=True)
-class Server:
-    base: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
 
 
 @dataclass
@@ -122,90 +88,10 @@ class Stats:
         )
 
 
-@dataclass(frozen=True)
-class Intended:
-    key: str
-    source: str
-    target: str
-    amount: int
-
-    def variables(self) -> dict[str, Any]:
-        return {"from": self.source, "to": self.target, "amount": self.amount, "key": self.key}
-
-
-def _plan() -> list[Intended]:
-    """Small transfers among the accounts, each of which can succeed whatever the order."""
-    plan = []
-    for i in range(TRANSFERS):
-        source = i % len(ACCOUNTS)
-        target = (source + 1 + (i // len(ACCOUNTS)) % (len(ACCOUNTS) - 1)) % len(ACCOUNTS)
-        plan.append(Intended(f"fault-{i:03d}", ACCOUNTS[source], ACCOUNTS[target], 1 + i % 9))
-    return plan
-
-
-def _expected_balances(plan: list[Intended]) -> dict[str, int]:
-    balances = dict.fromkeys(ACCOUNTS, OPENING)
-    for intended in plan:
-        balances[intended.source] -= intended.amount
-        balances[intended.target] += intended.amount
-    return balances
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=15)
-
-
 @pytest.fixture
-def server(database_url: str, tmp_path: Path) -> Iterator[Server]:
+def server(serve: Serve, database_url: str) -> Server:
     """`bank-graphql serve` on a free loopback port, on this test's database."""
-    port = _free_port()
-    log = tmp_path / "server.log"
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("BANK_")}
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                str(BIN),
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--database-url",
-                database_url,
-                "--no-graphiql",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    started = Server(f"http://127.0.0.1:{port}", process, log)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, started.output()
-            try:
-                if httpx.get(f"{started.base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"server not healthy: {started.output()}"
-            time.sleep(0.1)
-        yield started
-    finally:
-        _stop(process)
+    return serve("--database-url", database_url, "--no-graphiql", healthy_s=30)
 
 
 async def _until_payload(
@@ -284,17 +170,17 @@ async def test_retried_transfers_happen_exactly_once_while_connections_die(
     audit: Audit,
     request: pytest.FixtureRequest,
 ) -> None:
-    plan = _plan()
+    plan = plan_transfers(ACCOUNTS, TRANSFERS, "fault", amounts=9)
     stats = Stats()
     async with httpx.AsyncClient(base_url=server.base, timeout=10) as http:
         for account in ACCOUNTS:
             created = await _until_payload(
-                http, CREATE_K, "createAccount", {"id": account, "key": f"open-{account}"}, stats
+                http, CREATE, "createAccount", {"id": account, "key": f"open-{account}"}, stats
             )
             assert created["errors"] == [], created
             funded = await _until_payload(
                 http,
-                DEPOSIT_K,
+                DEPOSIT,
                 "deposit",
                 {"id": account, "amount": OPENING, "key": f"fund-{account}"},
                 stats,
@@ -312,7 +198,7 @@ async def test_retried_transfers_happen_exactly_once_while_connections_die(
                 intended = queue.get_nowait()
                 answers[intended.key] = await _until_payload(
                     http,
-                    TRANSFER_K,
+                    TRANSFER,
                     "transfer",
                     intended.variables(),
                     stats,
@@ -349,15 +235,7 @@ async def test_retried_transfers_happen_exactly_once_while_connections_die(
         assert server.process.poll() is None, server.output()
 
         # Every intended transfer answered success, with its own TRANSFER_OUT entry.
-        assert set(answers) == {intended.key for intended in plan}, summary
-        for intended in plan:
-            answer = answers[intended.key]
-            assert answer["errors"] == [], (intended, answer, summary)
-            entry = answer["entry"]
-            assert entry["kind"] == "TRANSFER_OUT", (intended, answer)
-            assert entry["accountId"] == intended.source, (intended, answer)
-            assert entry["counterpartyId"] == intended.target, (intended, answer)
-            assert entry["amount"] == intended.amount, (intended, answer)
+        assert_answered_as_intended(plan, answers, summary)
         answered_ids = {answers[i.key]["entry"]["id"] for i in plan}
         assert len(answered_ids) == TRANSFERS, f"two keys answered one entry: {summary}"
 
@@ -391,21 +269,18 @@ async def test_retried_transfers_happen_exactly_once_while_connections_die(
         # With the faults over, a replay of every key answers exactly what its client got.
         replays = Stats()
         for intended in plan:
-            replay = await _until_payload(
-                http, TRANSFER_K, "transfer", intended.variables(), replays
-            )
+            replay = await _until_payload(http, TRANSFER, "transfer", intended.variables(), replays)
             assert replay == answers[intended.key], (intended, replay, answers[intended.key])
         assert replays.retries == 0, replays.summary()
 
         # Balances are what the intended transfers imply, through the API and in the tables.
-        expected = _expected_balances(plan)
+        expected = balances_after(ACCOUNTS, OPENING, plan)
         response = await http.post("/graphql", json={"query": BALANCES})
         body = response.json()
         assert "errors" not in body, body
         seen = {node["id"]: node["balance"] for node in body["data"]["accounts"]["nodes"]}
         assert seen == expected, summary
-    cursor = await db.execute("SELECT id, balance FROM accounts")
-    assert dict(await cursor.fetchall()) == expected, summary
+    assert await balances(db) == expected, summary
     cursor = await db.execute("SELECT count(*) FROM entries")
     assert (await cursor.fetchone()) == (len(ACCOUNTS) + 2 * TRANSFERS,), summary
     await audit()
@@ -420,7 +295,7 @@ async def test_next_request_is_prompt_after_every_idle_connection_died(
     stats = Stats()
     async with httpx.AsyncClient(base_url=server.base, timeout=30) as http:
         created = await _until_payload(
-            http, CREATE_K, "createAccount", {"id": "solo", "key": "open-solo"}, stats
+            http, CREATE, "createAccount", {"id": "solo", "key": "open-solo"}, stats
         )
         assert created["errors"] == [], created
         idle = 0
@@ -441,7 +316,7 @@ async def test_next_request_is_prompt_after_every_idle_connection_died(
 
         started = time.monotonic()
         deposited = await _until_payload(
-            http, DEPOSIT_K, "deposit", {"id": "solo", "amount": 5, "key": "dep-solo"}, stats
+            http, DEPOSIT, "deposit", {"id": "solo", "amount": 5, "key": "dep-solo"}, stats
         )
         elapsed = time.monotonic() - started
         assert deposited["errors"] == [], deposited

@@ -13,12 +13,21 @@ import psycopg
 
 from bank_graphql.ledger import ClockMode
 from tests.conftest import GraphQLClient, MakeClient
-from tests.operations import DAY_MS, HISTORY, balance, deposit, funded, pay
+from tests.db_helpers import entry_count, table_rows
+from tests.operations import (
+    DAY_MS,
+    HISTORY,
+    MAX_MONEY,
+    TRANSFER,
+    balance,
+    deposit,
+    funded,
+    merge,
+    pay,
+)
 
 Audit = Callable[[], Awaitable[None]]
 Db = psycopg.AsyncConnection[Any]
-
-MAX_MONEY = 2**53 - 1
 
 BATCH = """
 mutation($transfers: [TransferInput!]!, $atomic: Boolean! = false) {
@@ -30,25 +39,6 @@ mutation($transfers: [TransferInput!]!, $atomic: Boolean! = false) {
       targetAccount { id }
       errors { code message field }
     }
-    errors { code message field }
-  }
-}"""
-
-TRANSFER_K = """
-mutation($from: ID!, $to: ID!, $amount: Money!, $ts: Timestamp, $key: String) {
-  transfer(input: {sourceAccountId: $from, targetAccountId: $to, amount: $amount,
-                   timestamp: $ts, idempotencyKey: $key}) {
-    balance
-    entry { id accountId timestamp kind amount balanceAfter counterpartyId }
-    sourceAccount { id }
-    targetAccount { id }
-    errors { code message field }
-  }
-}"""
-
-MERGE = """
-mutation($id: ID!, $absorbed: ID!, $ts: Timestamp) {
-  mergeAccounts(input: {accountId: $id, absorbedAccountId: $absorbed, timestamp: $ts}) {
     errors { code message field }
   }
 }"""
@@ -109,23 +99,6 @@ def assert_applied(result: dict[str, Any], source: str, target: str, amount: int
     assert entry["balanceAfter"] == result["balance"]
 
 
-async def books(db: Db) -> dict[str, Any]:
-    """Everything a mutation could change, to compare before and after."""
-    state: dict[str, Any] = {}
-    for name, query in {
-        "accounts": "SELECT id, balance, outgoing, pending_cashback, last_entry_at "
-        "FROM accounts ORDER BY id",
-        "entries": "SELECT id, account_id, ts, kind::text, amount, balance_after "
-        "FROM entries ORDER BY id",
-        "payments": "SELECT id, settled FROM payments ORDER BY id",
-        "keys": "SELECT key, outcome FROM idempotency_keys ORDER BY key",
-        "clock": "SELECT now_ms FROM client_clock",
-    }.items():
-        cursor = await db.execute(query)
-        state[name] = await cursor.fetchall()
-    return state
-
-
 async def entries_of(db: Db, account: str) -> list[tuple[Any, ...]]:
     """An account's entries in ledger order: (id, ts, kind, amount, balance_after)."""
     cursor = await db.execute(
@@ -134,16 +107,6 @@ async def entries_of(db: Db, account: str) -> list[tuple[Any, ...]]:
         (account,),
     )
     return await cursor.fetchall()
-
-
-async def count_entries(db: Db, kind: str | None = None) -> int:
-    if kind is None:
-        cursor = await db.execute("SELECT count(*) FROM entries")
-    else:
-        cursor = await db.execute("SELECT count(*) FROM entries WHERE kind = %s", (kind,))
-    row = await cursor.fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def simulate(
@@ -176,9 +139,8 @@ async def test_mixed_batch_commits_successes_and_refuses_the_rest(
     await funded(gql, "carol", 500)
     await funded(gql, "big", MAX_MONEY)
     await funded(gql, "gone", 70)
-    merged = await gql.ok(MERGE, {"id": "carol", "absorbed": "gone", "ts": 1_500})
-    assert merged["mergeAccounts"]["errors"] == []
-    entries_before = await count_entries(db)
+    await merge(gql, "carol", "gone", 1_500)
+    entries_before = await entry_count(db)
 
     payload = await run_batch(
         gql,
@@ -237,7 +199,7 @@ async def test_mixed_batch_commits_successes_and_refuses_the_rest(
     assert await balance(gql, "carol") == 370
     assert await balance(gql, "big") == MAX_MONEY
     # Two transfers, two legs each: nothing else was written.
-    assert await count_entries(db) == entries_before + 4
+    assert await entry_count(db) == entries_before + 4
     assert [e[2:] for e in await entries_of(db, "alice")] == [
         ("DEPOSIT", 1_000, 1_000),
         ("TRANSFER_OUT", 300, 700),
@@ -264,7 +226,7 @@ async def test_refusals_match_those_of_a_single_transfer(gql: GraphQLClient) -> 
     assert payload["errors"] == []
     for index, case in enumerate(cases):
         single = await gql.ok(
-            TRANSFER_K,
+            TRANSFER,
             {
                 "from": case["sourceAccountId"],
                 "to": case["targetAccountId"],
@@ -388,7 +350,7 @@ async def test_items_settle_due_cashback_like_a_single_transfer(
         (due, "CASHBACK", 20, 20),
         (due, "TRANSFER_OUT", 20, 0),
     ]
-    assert await count_entries(db, "CASHBACK") == 1
+    assert await entry_count(db, "CASHBACK") == 1
     await audit()
 
 
@@ -400,7 +362,7 @@ async def test_atomic_batch_aborts_whole_when_an_item_is_refused_while_running(
 ) -> None:
     await funded(gql, "a", 500)
     await funded(gql, "b", 0)
-    before = await books(db)
+    before = await table_rows(db)
 
     payload = await run_batch(
         gql,
@@ -425,7 +387,7 @@ async def test_atomic_batch_aborts_whole_when_an_item_is_refused_while_running(
         assert len(result["errors"]) == 1
         assert_refused(result)
     # Nothing changed, not even the client clock.
-    assert await books(db) == before
+    assert await table_rows(db) == before
     assert (await deposit(gql, "b", 1))["entry"]["timestamp"] == 1_000
     await audit()
 
@@ -435,7 +397,7 @@ async def test_atomic_batch_aborts_on_an_input_refusal(
 ) -> None:
     await funded(gql, "a", 500)
     await funded(gql, "b", 0)
-    before = await books(db)
+    before = await table_rows(db)
 
     payload = await run_batch(
         gql,
@@ -446,14 +408,14 @@ async def test_atomic_batch_aborts_on_an_input_refusal(
     assert payload["errors"] == []
     assert outcome_codes(payload) == ["BATCH_ABORTED", "INVALID_AMOUNT", "BATCH_ABORTED"]
     assert payload["results"][1]["errors"][0]["field"] == item_field(1, "amount")
-    assert await books(db) == before
+    assert await table_rows(db) == before
 
     unknown = await run_batch(
         gql, [item("a", "b", 10, 2_000), item("a", "nobody", 10, 2_000)], atomic=True
     )
     assert outcome_codes(unknown) == ["BATCH_ABORTED", "ACCOUNT_NOT_FOUND"]
     assert unknown["results"][1]["errors"][0]["field"] == item_field(1, "targetAccountId")
-    assert await books(db) == before
+    assert await table_rows(db) == before
     await audit()
 
 
@@ -482,7 +444,7 @@ async def test_atomic_batch_commits_all_when_every_item_passes(
         0,
         200,
     )
-    assert await count_entries(db, "TRANSFER_OUT") == 3
+    assert await entry_count(db, "TRANSFER_OUT") == 3
     await audit()
 
 
@@ -495,7 +457,7 @@ async def test_atomic_abort_stores_no_keys_so_a_retry_runs_again(
 
     aborted = await run_batch(gql, items, atomic=True)
     assert outcome_codes(aborted) == ["BATCH_ABORTED", "INSUFFICIENT_FUNDS"]
-    assert (await books(db))["keys"] == []
+    assert (await table_rows(db))["keys"] == []
 
     await deposit(gql, "b", 50, 1_500)
     retried = await run_batch(gql, items, atomic=True)
@@ -505,10 +467,10 @@ async def test_atomic_abort_stores_no_keys_so_a_retry_runs_again(
     assert await balance(gql, "a") == 150
 
     # Now the keys hold the outcomes: a third run replays them and changes nothing.
-    before = await books(db)
+    before = await table_rows(db)
     replayed = await run_batch(gql, items, atomic=True)
     assert replayed == retried
-    assert await books(db) == before
+    assert await table_rows(db) == before
     await audit()
 
 
@@ -518,10 +480,10 @@ async def test_atomic_batch_aborts_when_an_item_key_belongs_to_another_request(
     await funded(gql, "a", 500)
     await funded(gql, "b", 0)
     used = await gql.ok(
-        TRANSFER_K, {"from": "a", "to": "b", "amount": 10, "ts": 2_000, "key": "taken"}
+        TRANSFER, {"from": "a", "to": "b", "amount": 10, "ts": 2_000, "key": "taken"}
     )
     assert used["transfer"]["errors"] == []
-    before = await books(db)
+    before = await table_rows(db)
 
     payload = await run_batch(
         gql,
@@ -532,7 +494,7 @@ async def test_atomic_batch_aborts_when_an_item_key_belongs_to_another_request(
     assert payload["errors"] == []
     assert outcome_codes(payload) == ["BATCH_ABORTED", "IDEMPOTENCY_KEY_REUSED"]
     assert payload["results"][1]["errors"][0]["field"] == item_field(1, "idempotencyKey")
-    assert await books(db) == before
+    assert await table_rows(db) == before
     await audit()
 
 
@@ -541,7 +503,7 @@ async def test_atomic_batch_aborts_on_a_key_repeated_with_other_input(
 ) -> None:
     await funded(gql, "a", 500)
     await funded(gql, "b", 0)
-    before = await books(db)
+    before = await table_rows(db)
 
     payload = await run_batch(
         gql,
@@ -551,21 +513,21 @@ async def test_atomic_batch_aborts_on_a_key_repeated_with_other_input(
 
     assert payload["errors"] == []
     assert outcome_codes(payload) == ["BATCH_ABORTED", "IDEMPOTENCY_KEY_REUSED"]
-    assert await books(db) == before
+    assert await table_rows(db) == before
     await audit()
 
 
 async def test_atomic_batch_aborts_on_an_invalid_key(gql: GraphQLClient, db: Db) -> None:
     await funded(gql, "a", 500)
     await funded(gql, "b", 0)
-    before = await books(db)
+    before = await table_rows(db)
 
     payload = await run_batch(
         gql, [item("a", "b", 20, 2_000), item("a", "b", 30, 2_000, key="")], atomic=True
     )
 
     assert outcome_codes(payload) == ["BATCH_ABORTED", "INVALID_IDEMPOTENCY_KEY"]
-    assert await books(db) == before
+    assert await table_rows(db) == before
 
 
 # -- overlapping accounts ----------------------------------------------------------------
@@ -632,7 +594,7 @@ async def test_batch_too_large_is_refused_whole_and_empty_batch_is_fine(
 ) -> None:
     await funded(gql, "a", 5_000)
     await funded(gql, "b", 0)
-    before = await books(db)
+    before = await table_rows(db)
 
     for atomic in (False, True):
         too_large = await run_batch(gql, [item("a", "b", 1)] * 1_001, atomic=atomic)
@@ -641,12 +603,12 @@ async def test_batch_too_large_is_refused_whole_and_empty_batch_is_fine(
             ("BATCH_TOO_LARGE", ["input", "transfers"])
         ]
         assert too_large["errors"][0]["message"]
-        assert await books(db) == before
+        assert await table_rows(db) == before
 
     for atomic in (False, True):
         empty = await run_batch(gql, [], atomic=atomic)
         assert empty == {"results": [], "errors": []}
-    assert await books(db) == before
+    assert await table_rows(db) == before
 
     # The limit itself is allowed.
     limit = await run_batch(gql, [item("a", "b", 1, 2_000)] * 1_000)
@@ -686,8 +648,8 @@ async def test_batch_of_100_transfers_all_land(gql: GraphQLClient, db: Db, audit
         )
         assert result["entry"]["timestamp"] == transfer_input["timestamp"]
     assert len({r["entry"]["id"] for r in payload["results"]}) == 100
-    assert await count_entries(db, "TRANSFER_OUT") == 100
-    assert await count_entries(db, "TRANSFER_IN") == 100
+    assert await entry_count(db, "TRANSFER_OUT") == 100
+    assert await entry_count(db, "TRANSFER_IN") == 100
     cursor = await db.execute(
         "SELECT id, account_id, amount, balance_after FROM entries WHERE kind = 'TRANSFER_OUT'"
     )
@@ -710,11 +672,11 @@ async def test_item_keys_replay_earlier_single_transfers_and_batches(
     await funded(gql, "a", 1_000)
     await funded(gql, "b", 0)
     single = await gql.ok(
-        TRANSFER_K, {"from": "a", "to": "b", "amount": 100, "ts": 2_000, "key": "single"}
+        TRANSFER, {"from": "a", "to": "b", "amount": 100, "ts": 2_000, "key": "single"}
     )
     assert single["transfer"]["errors"] == []
     refused = await gql.ok(
-        TRANSFER_K, {"from": "b", "to": "a", "amount": 500, "ts": 2_000, "key": "refused"}
+        TRANSFER, {"from": "b", "to": "a", "amount": 500, "ts": 2_000, "key": "refused"}
     )
     assert [e["code"] for e in refused["transfer"]["errors"]] == ["INSUFFICIENT_FUNDS"]
 
@@ -735,7 +697,7 @@ async def test_item_keys_replay_earlier_single_transfers_and_batches(
     assert first["results"][2]["errors"][0]["field"] == item_field(2, "amount")
     assert await balance(gql, "a") == 850
 
-    before = await books(db)
+    before = await table_rows(db)
     second = await run_batch(
         gql,
         [
@@ -756,15 +718,15 @@ async def test_item_keys_replay_earlier_single_transfers_and_batches(
     assert second["results"][2] == first["results"][0]
     assert second["results"][3]["errors"][0]["field"] == item_field(3, "idempotencyKey")
     assert_refused(second["results"][3])
-    assert await books(db) == before
+    assert await table_rows(db) == before
 
     # And a single transfer replays what a batch item stored.
     again = await gql.ok(
-        TRANSFER_K, {"from": "a", "to": "b", "amount": 50, "ts": 3_000, "key": "batched"}
+        TRANSFER, {"from": "a", "to": "b", "amount": 50, "ts": 3_000, "key": "batched"}
     )
     assert again["transfer"]["entry"] == first["results"][1]["entry"]
     assert again["transfer"]["balance"] == 850
-    assert await books(db) == before
+    assert await table_rows(db) == before
     await audit()
 
 
@@ -807,7 +769,7 @@ async def test_key_twice_in_one_batch(gql: GraphQLClient, db: Db, audit: Audit) 
     assert results[6]["errors"][0]["field"] == item_field(6, "amount")
     assert await balance(gql, "a") == 710
     assert await balance(gql, "b") == 290
-    assert await count_entries(db, "TRANSFER_OUT") == 3
+    assert await entry_count(db, "TRANSFER_OUT") == 3
     await audit()
 
 
@@ -841,7 +803,7 @@ async def test_invalid_key_refuses_only_its_item(gql: GraphQLClient, db: Db, aud
         assert_refused(payload["results"][index])
     assert [r["balance"] for r in payload["results"]] == [900, None, None, None, 800]
     assert await balance(gql, "a") == 800
-    assert sorted(k for k, _ in (await books(db))["keys"]) == ["fine", "x" * 128]
+    assert sorted(row[0] for row in (await table_rows(db))["keys"]) == ["fine", "x" * 128]
     await audit()
 
 
@@ -904,7 +866,7 @@ async def test_concurrent_batches_and_single_transfers_keep_the_books(
         rng = random.Random(1_000 + seed)
         for _ in range(15):
             source, target, amount = _random_transfer(rng)
-            body = await gql.post(TRANSFER_K, {"from": source, "to": target, "amount": amount})
+            body = await gql.post(TRANSFER, {"from": source, "to": target, "amount": amount})
             assert "errors" not in body, body
             errors = body["data"]["transfer"]["errors"]
             outcomes.append(errors[0]["code"] if errors else "OK")
@@ -917,8 +879,8 @@ async def test_concurrent_batches_and_single_transfers_keep_the_books(
     balances = [await balance(gql, account) for account in [*ACCOUNTS, HOT]]
     assert all(b is not None and b >= 0 for b in balances), balances
     assert sum(b or 0 for b in balances) == OPENING * (len(ACCOUNTS) + 1)
-    assert await count_entries(db, "TRANSFER_OUT") == outcomes.count("OK")
-    assert await count_entries(db, "TRANSFER_IN") == outcomes.count("OK")
+    assert await entry_count(db, "TRANSFER_OUT") == outcomes.count("OK")
+    assert await entry_count(db, "TRANSFER_IN") == outcomes.count("OK")
     await audit()
 
 
@@ -946,7 +908,7 @@ async def test_concurrent_keyed_batches_run_each_key_once(
     async def send_single(index: int) -> dict[str, Any]:
         transfer_input = items[index]
         data = await gql.ok(
-            TRANSFER_K,
+            TRANSFER,
             {
                 "from": transfer_input["sourceAccountId"],
                 "to": transfer_input["targetAccountId"],
@@ -966,7 +928,7 @@ async def test_concurrent_keyed_batches_run_each_key_once(
         assert len(seen) == 6
         assert all(s == seen[0] for s in seen), (key, seen)
         assert seen[0]["errors"] == []
-    assert await count_entries(db, "TRANSFER_OUT") == 10
+    assert await entry_count(db, "TRANSFER_OUT") == 10
     assert [await balance(gql, "a"), await balance(gql, "b")] == [
         10_000 + sum(t["amount"] * (1 if t["targetAccountId"] == "a" else -1) for t in items),
         10_000 + sum(t["amount"] * (1 if t["targetAccountId"] == "b" else -1) for t in items),
