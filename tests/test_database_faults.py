@@ -488,7 +488,7 @@ async def test_a_lock_shorter_than_the_retries_lets_the_write_succeed(
     await funded(gql, "bob", 0)
     variables = {"from": "alice", "to": "bob", "amount": 100, "key": "brief-1"}
 
-    with caplog.at_level(logging.INFO, logger="bank_graphql.ledger.service"):
+    with caplog.at_level(logging.INFO, logger="bank_graphql.ledger"):
         async with db.transaction():
             await db.execute("SELECT id FROM accounts WHERE id = 'alice' FOR UPDATE")
             sent = asyncio.create_task(_post_timed(gql, variables, timeout_s=5))

@@ -1,14 +1,19 @@
 """Connections to PostgreSQL: the pool every request shares, and the schema migration."""
 
+import asyncio
 import importlib.resources
 import logging
+import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from psycopg import AsyncConnection, Connection, errors, sql
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 Conn = AsyncConnection[TupleRow]
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +104,70 @@ def is_unavailable(exc: BaseException) -> bool:
     if is_busy(exc):
         return False
     return isinstance(exc, (errors.OperationalError, errors.InterfaceError, PoolTimeout))
+
+
+# Lost races: another transaction held the rows too long or in a conflicting way.
+_RACES = (errors.SerializationFailure, errors.DeadlockDetected, errors.LockNotAvailable)
+
+
+def reconnects_max(pool: AsyncConnectionPool[Conn]) -> int:
+    """Connections to try in a row when each turns out dead: all the pool may hold."""
+    return pool.max_size + 1
+
+
+async def in_transaction(
+    pool: AsyncConnectionPool[Conn],
+    attempt: Callable[[Conn], Awaitable[T]],
+    *,
+    races_max: int,
+    backoff_ms: int,
+    autocommit_statement: bool = False,
+) -> T:
+    """Run `attempt` in a transaction of its own; again, a bounded number of times, when it
+    loses a lock, serialization or deadlock race, or when its connection turns out dead
+    before COMMIT was sent (nothing of it can have committed then).
+
+    `autocommit_statement`: `attempt` is one statement that is its own transaction; its
+    connection dying is never retried, as it may have committed.
+    """
+    races = reconnects = 0
+    while True:
+        conn: Conn | None = None
+        committing = autocommit_statement
+        try:
+            async with pool.connection() as conn:
+                if autocommit_statement:
+                    return await attempt(conn)
+                async with conn.transaction():
+                    result = await attempt(conn)
+                    committing = True
+                return result
+        except _RACES:
+            races += 1
+            if races >= races_max:
+                raise
+            log.info("write lost a race, retrying (attempt %d)", races)
+            await asyncio.sleep(backoff_ms / 1000 * races * (1 + random.random()))  # noqa: S311
+        except errors.OperationalError:
+            reconnects += 1
+            lost_before_commit = conn is not None and conn.broken and not committing
+            if not lost_before_commit or reconnects >= reconnects_max(pool):
+                raise
+            log.info("connection lost before commit, retrying on another")
+
+
+async def ping(pool: AsyncConnectionPool[Conn], timeout_s: float) -> bool:
+    """Does the database answer within `timeout_s`?"""
+    try:
+        async with asyncio.timeout(timeout_s):
+            for attempt in range(reconnects_max(pool)):
+                async with pool.connection(timeout_s) as conn:
+                    try:
+                        await conn.execute("SELECT 1")
+                        return True
+                    except errors.OperationalError:
+                        if not conn.broken or attempt + 1 == reconnects_max(pool):
+                            raise
+    except (errors.Error, PoolTimeout, TimeoutError):
+        return False
+    return False

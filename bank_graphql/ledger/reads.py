@@ -1,9 +1,15 @@
 """Read queries, all run inside one REPEATABLE READ, READ ONLY snapshot per request."""
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
-from bank_graphql.ledger.database import Conn
+from psycopg import errors
+from psycopg_pool import AsyncConnectionPool
+
+from bank_graphql.ledger.cashback import SweepLimits, any_due, settle_due
+from bank_graphql.ledger.clock import ClockMode, read_now
+from bank_graphql.ledger.database import Conn, reconnects_max
 from bank_graphql.ledger.keyset import Keyset, PageRequest, Window
 from bank_graphql.ledger.models import Account, Entry, Page, Payment, Spender
 from bank_graphql.ledger.unit_of_work import entry_from_row
@@ -131,3 +137,30 @@ class Snapshot:
     async def top_spenders(self, first: int) -> list[Spender]:
         cursor = await self.conn.execute(_TOP_SPENDERS, (first,))
         return [Spender(account_id=r[0], outgoing=r[1]) for r in await cursor.fetchall()]
+
+
+@asynccontextmanager
+async def open_snapshot(
+    pool: AsyncConnectionPool[Conn], clock: ClockMode, sweep_limits: SweepLimits
+) -> AsyncIterator[Snapshot]:
+    """Settle everything due by now, then hold one read-only snapshot until exit."""
+    for attempt in range(reconnects_max(pool)):
+        async with pool.connection() as conn:
+            try:
+                now = await read_now(conn, clock)
+                due = await any_due(conn, now)
+            except errors.OperationalError:
+                # A connection that died while idle in the pool fails at once: take another
+                # (the pool replaces the dead one in the background).
+                if not conn.broken or attempt + 1 == reconnects_max(pool):
+                    raise
+                continue
+            if due:
+                await settle_due(conn, now, sweep_limits)
+            await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                yield Snapshot(conn, now)
+            finally:
+                if not conn.broken:
+                    await conn.execute("ROLLBACK")
+            return

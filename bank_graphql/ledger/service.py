@@ -6,22 +6,19 @@ A refusal raised after settlement still commits the cashback that was due by now
 owed whatever the outcome of the request that noticed it.
 """
 
-import asyncio
 import logging
-import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from psycopg import errors
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from psycopg_pool import AsyncConnectionPool
 
 from bank_graphql.ledger import checks, idempotency
 from bank_graphql.ledger import clock as clocks
-from bank_graphql.ledger.cashback import SweepLimits, any_due, settle_due
+from bank_graphql.ledger.cashback import SweepLimits
 from bank_graphql.ledger.clock import ClockMode, advance_client_clock, read_now
-from bank_graphql.ledger.database import Conn
+from bank_graphql.ledger.database import Conn, in_transaction, ping
 from bank_graphql.ledger.idempotency import KeyedRequest, keyed_request
 from bank_graphql.ledger.models import (
     Account,
@@ -32,7 +29,7 @@ from bank_graphql.ledger.models import (
     TransferRequest,
     WriteOutcome,
 )
-from bank_graphql.ledger.reads import Snapshot
+from bank_graphql.ledger.reads import Snapshot, open_snapshot
 from bank_graphql.ledger.refusals import Refusal, RefusalCode, Refused
 from bank_graphql.ledger.rules import (
     CASHBACK_DELAY_MS,
@@ -50,9 +47,6 @@ from bank_graphql.ledger.transfers import (
 from bank_graphql.ledger.unit_of_work import LockedAccount, UnitOfWork
 
 log = logging.getLogger(__name__)
-
-# Lost races: another transaction held the rows too long or in a conflicting way.
-_TRANSIENT_ERRORS = (errors.SerializationFailure, errors.DeadlockDetected, errors.LockNotAvailable)
 
 _CLOSE_MERGED = """
 UPDATE accounts
@@ -109,47 +103,11 @@ class Ledger:
 
     async def ping(self, timeout_s: float = 2.0) -> bool:
         """Does the database answer within `timeout_s`?"""
-        try:
-            async with asyncio.timeout(timeout_s):
-                for attempt in range(self._reconnects_max()):
-                    async with self.pool.connection(timeout_s) as conn:
-                        try:
-                            await conn.execute("SELECT 1")
-                            return True
-                        except errors.OperationalError:
-                            if not conn.broken or attempt + 1 == self._reconnects_max():
-                                raise
-        except (errors.Error, PoolTimeout, TimeoutError):
-            return False
-        return False
+        return await ping(self.pool, timeout_s)
 
-    @asynccontextmanager
-    async def snapshot(self) -> AsyncIterator[Snapshot]:
+    def snapshot(self) -> AbstractAsyncContextManager[Snapshot]:
         """Settle everything due by now, then hold one read-only snapshot until exit."""
-        for attempt in range(self._reconnects_max()):
-            async with self.pool.connection() as conn:
-                try:
-                    now = await read_now(conn, self.clock)
-                    due = await any_due(conn, now)
-                except errors.OperationalError:
-                    # A connection that died while idle in the pool fails at once: take
-                    # another (the pool replaces the dead one in the background).
-                    if not conn.broken or attempt + 1 == self._reconnects_max():
-                        raise
-                    continue
-                if due:
-                    await settle_due(conn, now, self.sweep_limits)
-                await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                try:
-                    yield Snapshot(conn, now)
-                finally:
-                    if not conn.broken:
-                        await conn.execute("ROLLBACK")
-                return
-
-    def _reconnects_max(self) -> int:
-        """Connections to try in a row when each turns out dead: all the pool may hold."""
-        return self.pool.max_size + 1
+        return open_snapshot(self.pool, self.clock, self.sweep_limits)
 
     # -- mutations ---------------------------------------------------------------------
 
@@ -534,38 +492,13 @@ class Ledger:
     async def _in_transaction(
         self, attempt: Callable[[Conn], Awaitable[T]], *, autocommit_statement: bool = False
     ) -> T:
-        """Run `attempt` in a transaction of its own; again, a bounded number of times, when
-        it loses a lock, serialization or deadlock race, or when its connection turns out
-        dead before COMMIT was sent (nothing of it can have committed then).
-
-        `autocommit_statement`: `attempt` is one statement that is its own transaction; its
-        connection dying is never retried, as it may have committed.
-        """
-        races = reconnects = 0
-        while True:
-            conn: Conn | None = None
-            committing = autocommit_statement
-            try:
-                async with self.pool.connection() as conn:
-                    if autocommit_statement:
-                        return await attempt(conn)
-                    async with conn.transaction():
-                        result = await attempt(conn)
-                        committing = True
-                    return result
-            except _TRANSIENT_ERRORS:
-                races += 1
-                if races >= self._limits.retries_max:
-                    raise
-                log.info("write lost a race, retrying (attempt %d)", races)
-                backoff_s = self._limits.retry_backoff_ms / 1000 * races
-                await asyncio.sleep(backoff_s * (1 + random.random()))  # noqa: S311
-            except errors.OperationalError:
-                reconnects += 1
-                lost_before_commit = conn is not None and conn.broken and not committing
-                if not lost_before_commit or reconnects >= self._reconnects_max():
-                    raise
-                log.info("connection lost before commit, retrying on another")
+        return await in_transaction(
+            self.pool,
+            attempt,
+            races_max=self._limits.retries_max,
+            backoff_ms=self._limits.retry_backoff_ms,
+            autocommit_statement=autocommit_statement,
+        )
 
     async def _run(self, conn: Conn, work: Work, input_refusals: list[Refusal]) -> WriteOutcome:
         if input_refusals:
