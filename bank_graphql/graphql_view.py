@@ -1,7 +1,6 @@
 """The GraphQL endpoint: Strawberry's ASGI view, with errors that always carry a code."""
 
 import json
-import logging
 from typing import Any
 
 import orjson
@@ -15,11 +14,9 @@ from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
 from strawberry.types import ExecutionResult
 
-from bank_graphql import metrics
 from bank_graphql.api.context import Context
 from bank_graphql.api.errors import ErrorCode, error_code
-
-request_log = logging.getLogger("bank_graphql.requests")
+from bank_graphql.http_errors import dump_json, error_response
 
 # Errors whose own text is the server's business: the client gets these words instead.
 _MASKED_MESSAGES = {
@@ -38,23 +35,6 @@ def format_error(error: GraphQLError) -> dict[str, Any]:
         formatted["message"] = _MASKED_MESSAGES[code]
     formatted["extensions"] = {**formatted.get("extensions", {}), "code": code.value}
     return dict(formatted)
-
-
-def dump_json(data: object) -> bytes:
-    try:
-        return orjson.dumps(data)
-    except TypeError:
-        # A lone surrogate a client sent (a valid JSON escape) echoed in a message: the
-        # stdlib writes it back as the same escape.
-        return json.dumps(data).encode()
-
-
-def error_response(status_code: int, code: str, message: str) -> Response:
-    body = {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]}
-    headers = {"Allow": "POST"} if status_code == 405 else None
-    return Response(
-        dump_json(body), status_code=status_code, media_type="application/json", headers=headers
-    )
 
 
 class GraphQLEndpoint(GraphQL[Context, None]):
@@ -112,9 +92,4 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
     code = {405: "METHOD_NOT_ALLOWED", 404: "NOT_FOUND"}.get(
         status_code, ErrorCode.BAD_REQUEST.value
     )
-    metrics.ERRORS.labels(code).inc()
-    request_log.info(
-        "request refused",
-        extra={"method": request.method, "status": status_code, "error_codes": [code]},
-    )
-    return error_response(status_code, code, reason)
+    return error_response(status_code, code, reason, method=request.method)

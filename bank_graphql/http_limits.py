@@ -1,13 +1,8 @@
 """ASGI middleware refusing request bodies larger than a limit, before they are read."""
 
-import logging
-
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bank_graphql import metrics
-
-request_log = logging.getLogger("bank_graphql.requests")
+from bank_graphql.http_errors import error_response
 
 
 class BodySizeLimit:
@@ -23,7 +18,7 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.body_bytes_max:
-            await self._refuse(send)
+            await self._refuse(scope, receive, send)
             return
         received = 0
 
@@ -39,36 +34,16 @@ class BodySizeLimit:
         try:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
-            await self._refuse(send)
+            await self._refuse(scope, receive, send)
 
-    async def _refuse(self, send: Send) -> None:
-        metrics.ERRORS.labels("REQUEST_TOO_LARGE").inc()
-        request_log.info(
-            "request refused",
-            extra={"status": 413, "error_codes": ["REQUEST_TOO_LARGE"]},
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = error_response(
+            413,
+            "REQUEST_TOO_LARGE",
+            f"request body larger than {self.body_bytes_max} bytes",
+            method=scope["method"],
         )
-        body = orjson.dumps(
-            {
-                "data": None,
-                "errors": [
-                    {
-                        "message": f"request body larger than {self.body_bytes_max} bytes",
-                        "extensions": {"code": "REQUEST_TOO_LARGE"},
-                    }
-                ],
-            }
-        )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await response(scope, receive, send)
 
 
 class _BodyTooLarge(Exception):
