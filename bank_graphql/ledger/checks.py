@@ -1,9 +1,13 @@
 """Pure checks of a mutation's inputs and of the locked accounts: each refusal is raised
 (or returned) before anything is appended."""
 
+from typing import TYPE_CHECKING
+
 from bank_graphql.ledger.refusals import Refusal, RefusalCode, Refused
 from bank_graphql.ledger.rules import MAX_MONEY, MAX_TIMESTAMP_MS, is_account_id
-from bank_graphql.ledger.unit_of_work import LockedAccount
+
+if TYPE_CHECKING:  # the unit of work builds its refusals here too: no import cycle
+    from bank_graphql.ledger.unit_of_work import LockedAccount
 
 
 def account_id_refusals(account_id: str, field: str) -> list[Refusal]:
@@ -74,12 +78,12 @@ def overflow(account_id: str) -> Refusal:
     )
 
 
-def refuse_insufficient(account: LockedAccount, amount: int) -> None:
+def refuse_insufficient(account: "LockedAccount", amount: int) -> None:
     if amount > account.balance:
         raise Refused([insufficient_funds(account.id, amount, account.balance)])
 
 
-def refuse_overflow(account: LockedAccount, amount: int) -> None:
+def refuse_overflow(account: "LockedAccount", amount: int) -> None:
     # Pending cashback is counted too, so crediting it later can never overflow.
     if account.balance + account.pending_cashback + amount > MAX_MONEY:
         raise Refused([overflow(account.id)])

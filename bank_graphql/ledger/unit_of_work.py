@@ -10,9 +10,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bank_graphql.ledger import checks
 from bank_graphql.ledger.database import Conn
 from bank_graphql.ledger.models import OUTGOING_KINDS, Account, Entry, EntryKind
-from bank_graphql.ledger.refusals import Refusal, RefusalCode, Refused
+from bank_graphql.ledger.refusals import Refused
 
 # Id order: two transactions locking the same accounts always queue in the same order, so
 # opposing transfers can never deadlock each other. Closed (merged) accounts are not locked.
@@ -131,18 +132,10 @@ class UnitOfWork:
             self.locked[account.id] = account
         return self.locked
 
-    def require(self, account_id: str, *field_path: str) -> LockedAccount:
+    def require(self, account_id: str, field: str) -> LockedAccount:
         account = self.locked.get(account_id)
         if account is None:
-            raise Refused(
-                [
-                    Refusal(
-                        RefusalCode.ACCOUNT_NOT_FOUND,
-                        f"account {account_id!r} does not exist",
-                        field_path,
-                    )
-                ]
-            )
+            raise Refused([checks.not_found(account_id, field)])
         return account
 
     def checkpoint(self) -> Checkpoint:
