@@ -60,7 +60,13 @@ def create_app(settings: Settings) -> Starlette:
             await sweeper.stop()
             await pool.close()
 
-    middleware = [Middleware(BodySizeLimit, body_bytes_max=settings.body_bytes_max)]
+    middleware = [
+        Middleware(
+            BodySizeLimit,
+            body_bytes_max=settings.body_bytes_max,
+            body_read_timeout_s=settings.http.body_read_timeout_s,
+        )
+    ]
     if settings.cors_origins:
         middleware.append(
             Middleware(
@@ -70,7 +76,7 @@ def create_app(settings: Settings) -> Starlette:
                 allow_headers=["content-type", "authorization"],
             )
         )
-    return Starlette(
+    app = Starlette(
         routes=[
             # Route, not Mount: a Mount would redirect /graphql to /graphql/.
             Route("/graphql", endpoint),
@@ -81,6 +87,7 @@ def create_app(settings: Settings) -> Starlette:
         middleware=middleware,
         lifespan=lifespan,
     )
+    return app
 
 
 def app_from_env() -> Starlette:

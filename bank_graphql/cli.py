@@ -7,11 +7,14 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from types import FrameType
+from typing import cast
 
 import uvicorn
 
+from bank_graphql.http_server import BoundedHttpToolsProtocol, fit_to_open_files
 from bank_graphql.ledger import (
     ClockMode,
     PoolLimits,
@@ -22,6 +25,10 @@ from bank_graphql.ledger import (
     open_pool,
 )
 from bank_graphql.logs import configure_logging
+
+# Open files a worker needs besides its client connections: its pool, listening socket,
+# log and the files Python itself holds.
+FILES_RESERVED = 64
 
 log = logging.getLogger("bank_graphql")
 
@@ -104,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(env BANK_CORS_ORIGINS)",
     )
     serve.add_argument(
+        "--connections-max",
+        type=int,
+        default=int(_env("BANK_CONNECTIONS_MAX", "1000")),
+        help="open connections per worker, websockets included; further ones are refused "
+        "with 503, and it is kept below the open-files limit (env BANK_CONNECTIONS_MAX, "
+        "default 1000)",
+    )
+    serve.add_argument(
         "--log-level",
         default=_env("BANK_LOG_LEVEL", "info"),
         choices=["critical", "error", "warning", "info", "debug"],
@@ -143,6 +158,30 @@ def _exit_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
+def _run_uvicorn(args: argparse.Namespace) -> None:
+    from bank_graphql.settings import settings_from_env
+
+    settings = settings_from_env()  # what each worker reads too, from the variables set above
+    limits = fit_to_open_files(settings.http, settings.pool.max_size + FILES_RESERVED)
+    protocol = partial(BoundedHttpToolsProtocol, limits=limits)
+    uvicorn.run(
+        "bank_graphql.app:app_from_env",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        log_config=None,  # the JSON logging configured here and in each worker
+        access_log=False,  # each GraphQL operation logs one line of its own
+        timeout_graceful_shutdown=args.shutdown_timeout_s,
+        http=cast(type[asyncio.Protocol], protocol),  # uvicorn only calls it
+        timeout_keep_alive=limits.keep_alive_timeout_s,
+        ws_max_size=settings.body_bytes_max,
+        ws_ping_interval=limits.ws_ping_interval_s,
+        ws_ping_timeout=limits.ws_ping_timeout_s,
+    )
+
+
 def serve(args: argparse.Namespace) -> None:
     from bank_graphql.embedded import EmbeddedPostgres
 
@@ -163,19 +202,10 @@ def serve(args: argparse.Namespace) -> None:
             BANK_INTROSPECTION="0" if args.no_introspection else "1",
             BANK_CORS_ORIGINS=args.cors_origins,
             BANK_LOG_LEVEL=args.log_level,
+            BANK_CONNECTIONS_MAX=str(args.connections_max),
         )
         log.info("GraphQL at http://%s:%d/graphql (clock: %s)", args.host, args.port, args.clock)
-        uvicorn.run(
-            "bank_graphql.app:app_from_env",
-            factory=True,
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            log_level=args.log_level,
-            log_config=None,  # the JSON logging configured here and in each worker
-            access_log=False,  # each GraphQL operation logs one line of its own
-            timeout_graceful_shutdown=args.shutdown_timeout_s,
-        )
+        _run_uvicorn(args)
     finally:
         if embedded is not None:
             embedded.stop()

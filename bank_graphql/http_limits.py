@@ -1,16 +1,48 @@
-"""ASGI middleware refusing request bodies larger than a limit, before they are read."""
+"""What one client may spend at the HTTP edge, and the ASGI middleware that bounds request
+bodies by size and by time."""
+
+import asyncio
+from dataclasses import dataclass, fields
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bank_graphql.http_errors import error_response
 
 
-class BodySizeLimit:
-    """Answer 413 when a body exceeds `body_bytes_max`, by header or as it streams in."""
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    """Bounds on connections, enforced before the application sees a request
+    (bank_graphql/http_server.py) and while it reads the body (`BodySizeLimit`)."""
 
-    def __init__(self, app: ASGIApp, body_bytes_max: int) -> None:
+    header_bytes_max: int = 16_384
+    """The request line and header fields together."""
+    headers_count_max: int = 100
+    url_bytes_max: int = 8_192
+    header_read_timeout_s: float = 10.0
+    """From a connection's start, or a request's first byte, to the end of its headers."""
+    body_read_timeout_s: float = 30.0
+    """From the end of the headers to the last byte of the body."""
+    keep_alive_timeout_s: int = 5
+    """Idle time allowed between two requests on one connection."""
+    connections_max: int = 1_000
+    """Open connections, websockets included; kept below the open-files limit at start."""
+    ws_ping_interval_s: float = 20.0
+    ws_ping_timeout_s: float = 20.0
+
+    def __post_init__(self) -> None:
+        for limit in fields(self):
+            if getattr(self, limit.name) <= 0:
+                raise ValueError(f"{limit.name} must be positive")
+
+
+class BodySizeLimit:
+    """Answer 413 when a body exceeds `body_bytes_max`, by header or as it streams in, and 408
+    when it has not all arrived `body_read_timeout_s` after the application started."""
+
+    def __init__(self, app: ASGIApp, body_bytes_max: int, body_read_timeout_s: float) -> None:
         self.app = app
         self.body_bytes_max = body_bytes_max
+        self.body_read_timeout_s = body_read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -18,25 +50,44 @@ class BodySizeLimit:
             return
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.body_bytes_max:
-            await self._refuse(scope, receive, send)
+            await self._refuse_too_large(scope, receive, send)
             return
+        deadline = asyncio.get_running_loop().time() + self.body_read_timeout_s
         received = 0
+        body_complete = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_complete
+            if body_complete:  # later reads wait for a disconnect, which takes no deadline
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise _BodyTooSlow from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.body_bytes_max:
                     raise _BodyTooLarge
+                body_complete = not message.get("more_body", False)
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
-            await self._refuse(scope, receive, send)
+            await self._refuse_too_large(scope, receive, send)
+        except _BodyTooSlow:
+            response = error_response(
+                408,
+                "REQUEST_TIMEOUT",
+                f"request body not received within {self.body_read_timeout_s:g} s",
+                method=scope["method"],
+            )
+            # The rest of the body may never come: the connection cannot carry another request.
+            response.headers["connection"] = "close"
+            await response(scope, receive, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse_too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(
             413,
             "REQUEST_TOO_LARGE",
@@ -47,4 +98,8 @@ class BodySizeLimit:
 
 
 class _BodyTooLarge(Exception):
+    pass
+
+
+class _BodyTooSlow(Exception):
     pass

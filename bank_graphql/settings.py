@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bank_graphql.api.limits import QueryLimits
+from bank_graphql.http_limits import HttpLimits
 from bank_graphql.ledger import ClockMode, PoolLimits, SweepLimits, WriteLimits
 
 BODY_BYTES_MAX_DEFAULT = 1_048_576
@@ -22,6 +23,8 @@ class Settings:
     sweeper: SweepLimits = field(default_factory=SweepLimits)
     queries: QueryLimits = field(default_factory=QueryLimits)
     body_bytes_max: int = BODY_BYTES_MAX_DEFAULT
+    """A request body, and a websocket message."""
+    http: HttpLimits = field(default_factory=HttpLimits)
     graphiql: bool = True
     cors_origins: tuple[str, ...] = ()
     """Browser origins allowed to call the API cross-site; none by default."""
@@ -36,7 +39,7 @@ def settings_from_env(environ: Mapping[str, str] = os.environ) -> Settings:
     def get(name: str, default: object) -> str:
         return environ.get(name) or str(default)
 
-    pool, sweeper, queries = PoolLimits(), SweepLimits(), QueryLimits()
+    pool, sweeper, queries, http = PoolLimits(), SweepLimits(), QueryLimits(), HttpLimits()
     database_url = environ.get("DATABASE_URL")
     if not database_url:
         raise RuntimeError("DATABASE_URL is not set (`bank-graphql serve` sets it for you)")
@@ -63,6 +66,19 @@ def settings_from_env(environ: Mapping[str, str] = os.environ) -> Settings:
             introspection=_flag(get("BANK_INTROSPECTION", "1")),
         ),
         body_bytes_max=int(get("BANK_BODY_BYTES_MAX", BODY_BYTES_MAX_DEFAULT)),
+        http=HttpLimits(
+            header_bytes_max=int(get("BANK_HEADER_BYTES_MAX", http.header_bytes_max)),
+            headers_count_max=int(get("BANK_HEADERS_COUNT_MAX", http.headers_count_max)),
+            url_bytes_max=int(get("BANK_URL_BYTES_MAX", http.url_bytes_max)),
+            header_read_timeout_s=float(
+                get("BANK_HEADER_READ_TIMEOUT_S", http.header_read_timeout_s)
+            ),
+            body_read_timeout_s=float(get("BANK_BODY_READ_TIMEOUT_S", http.body_read_timeout_s)),
+            keep_alive_timeout_s=int(get("BANK_KEEP_ALIVE_TIMEOUT_S", http.keep_alive_timeout_s)),
+            connections_max=int(get("BANK_CONNECTIONS_MAX", http.connections_max)),
+            ws_ping_interval_s=float(get("BANK_WS_PING_INTERVAL_S", http.ws_ping_interval_s)),
+            ws_ping_timeout_s=float(get("BANK_WS_PING_TIMEOUT_S", http.ws_ping_timeout_s)),
+        ),
         graphiql=_flag(get("BANK_GRAPHIQL", "1")),
         cors_origins=tuple(o.strip() for o in get("BANK_CORS_ORIGINS", "").split(",") if o.strip()),
     )

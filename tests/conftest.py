@@ -149,8 +149,14 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
     test, SIGTERM every server it started that is still running."""
     started: list[Server] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, healthy_s: float = 60) -> Server:
-        server = launch(*args, log=tmp_path / f"server-{len(started)}.log", env=env)
+    def start(
+        *args: str,
+        env: dict[str, str] | None = None,
+        healthy_s: float = 60,
+        fd_limit: int | None = None,
+    ) -> Server:
+        log = tmp_path / f"server-{len(started)}.log"
+        server = launch(*args, log=log, env=env, fd_limit=fd_limit)
         started.append(server)
         server.wait_healthy(healthy_s)
         return server

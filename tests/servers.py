@@ -4,6 +4,7 @@ its output in a log file, healthy before a test uses it, and stopped with SIGTER
 The `serve` fixture (tests/conftest.py) starts them and stops whatever a test left running."""
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -63,9 +64,12 @@ class Server:
         return self.process.returncode
 
 
-def launch(*args: str, log: Path, env: dict[str, str] | None = None) -> Server:
+def launch(
+    *args: str, log: Path, env: dict[str, str] | None = None, fd_limit: int | None = None
+) -> Server:
     """`bank-graphql serve --host 127.0.0.1 --port <free> *args`, without DATABASE_URL or any
-    BANK_* variable of the test's own environment (only those in `env`)."""
+    BANK_* variable of the test's own environment (only those in `env`); `fd_limit` caps the
+    process's open files (soft and hard)."""
     port = free_port()
     clean = {
         k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("BANK_")
@@ -76,9 +80,18 @@ def launch(*args: str, log: Path, env: dict[str, str] | None = None) -> Server:
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**clean, **(env or {})},
+            preexec_fn=None if fd_limit is None else _limit_files(fd_limit),
         )
     return Server(f"http://127.0.0.1:{port}", port, process, log)
 
 
+def _limit_files(fd_limit: int) -> Callable[[], None]:
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
+
+    return limit
+
+
 Serve = Callable[..., Server]
-"""The `serve` fixture: `serve(*args, env=None, healthy_s=60)` -> a healthy Server."""
+"""The `serve` fixture: `serve(*args, env=None, healthy_s=60, fd_limit=None)` -> a healthy
+Server."""
