@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -17,6 +18,7 @@ from starlette.routing import Route, WebSocketRoute
 from bank_graphql import metrics
 from bank_graphql.api.schema import build_schema
 from bank_graphql.graphql_view import GraphQLEndpoint
+from bank_graphql.http_errors import error_response
 from bank_graphql.http_limits import BodySizeLimit
 from bank_graphql.ledger import Ledger, Sweeper, open_pool
 from bank_graphql.logs import configure_logging
@@ -39,6 +41,15 @@ async def prometheus_metrics(request: Request) -> Response:
     metrics.POOL_WAITING.set(stats.get("requests_waiting", 0))
     metrics.SWEEPER_LAG.set(request.app.state.sweeper.lag_ms / 1000)
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Routing's own refusals (no such path, a method the route lacks) as coded JSON."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "BAD_REQUEST")
+    response = error_response(exc.status_code, code, exc.detail, method=request.method)
+    response.headers.update(exc.headers or {})
+    return response
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -85,8 +96,11 @@ def create_app(settings: Settings) -> Starlette:
             Route("/metrics", prometheus_metrics),
         ],
         middleware=middleware,
+        exception_handlers={HTTPException: http_error},
         lifespan=lifespan,
     )
+    # No redirect from /graphql/ to /graphql: its Location would be built from the Host header.
+    app.router.redirect_slashes = False
     return app
 
 

@@ -1,6 +1,6 @@
 """What a stranger can spend at the HTTP edge of a real `bank-graphql serve`: header bytes and
 fields, time holding a connection with a head or a body never finished, file descriptors,
-websocket message size.
+websocket message size; and no redirect built from the Host header.
 
 Tests take `database_url` before `serve`, so that the server stops before its database goes."""
 
@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from bank_graphql.settings import settings_from_env
+from tests.conftest import GraphQLClient
 from tests.servers import Serve, Server
 
 MIB = 1024 * 1024
@@ -193,6 +194,16 @@ def test_a_websocket_message_over_the_body_limit_closes_with_1009(
             ws.recv(timeout=CLOSE_WAIT_S)
     assert closed.value.rcvd is not None
     assert closed.value.rcvd.code == 1009
+
+
+@pytest.mark.parametrize("path", ["/graphql/", "/health/", "/nowhere", "/graphql//"])
+async def test_an_unknown_path_is_a_coded_404_never_a_redirect(
+    gql: GraphQLClient, path: str
+) -> None:
+    response = await gql.http.get(path, headers={"Host": "elsewhere.example"})
+    assert response.status_code == 404, response.headers
+    assert "location" not in response.headers
+    assert response.json()["errors"][0]["extensions"]["code"] == "NOT_FOUND"
 
 
 def test_a_limit_that_is_not_positive_stops_the_server_at_start() -> None:
