@@ -28,7 +28,7 @@ class Query:
     async def accounts(
         self, info: Info, first: int | None = 50, after: str | None = None
     ) -> Connection[Account]:
-        after_key = None if after is None else cursors.decode("a", after, (str,))
+        after_key = None if after is None else cursors.account_key(after)
         request = page_request(first if first is not None else None, None, after_key, None)
         snapshot = await info.context.snapshot()
         page = await snapshot.accounts(request)

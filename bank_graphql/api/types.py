@@ -200,12 +200,11 @@ class Account:
         from_: Annotated[Timestamp | None, strawberry.argument(name="from")] = None,
         to: Timestamp | None = None,
     ) -> Connection[LedgerEntry]:
-        kinds = (int, int)
         request = page_request(
             first,
             last,
-            None if after is None else cursors.decode("e", after, kinds),
-            None if before is None else cursors.decode("e", before, kinds),
+            None if after is None else cursors.entry_key(after),
+            None if before is None else cursors.entry_key(before),
         )
         snapshot = await info.context.snapshot()
         page = await snapshot.entries(self.id, request, from_, to)
@@ -219,7 +218,7 @@ class Account:
         self, info: Info, first: int | None = None, after: str | None = None
     ) -> Connection[Payment]:
         request = page_request(
-            first, None, None if after is None else cursors.decode("p", after, (int,)), None
+            first, None, None if after is None else cursors.payment_key(after), None
         )
         snapshot = await info.context.snapshot()
         page = await snapshot.payments(self.id, request)
