@@ -63,6 +63,7 @@ def settings_from_env(environ: Mapping[str, str] = os.environ) -> Settings:
             tokens_max=int(get("BANK_QUERY_TOKENS_MAX", queries.tokens_max)),
             aliases_max=int(get("BANK_QUERY_ALIASES_MAX", queries.aliases_max)),
             cost_max=int(get("BANK_QUERY_COST_MAX", queries.cost_max)),
+            merge_checks_max=int(get("BANK_QUERY_MERGE_CHECKS_MAX", queries.merge_checks_max)),
             introspection=_flag(get("BANK_INTROSPECTION", "1")),
         ),
         body_bytes_max=int(get("BANK_BODY_BYTES_MAX", BODY_BYTES_MAX_DEFAULT)),
