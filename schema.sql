@@ -133,6 +133,7 @@ DECLARE
     src accounts%ROWTYPE;
     tgt accounts%ROWTYPE;
     row accounts%ROWTYPE;
+    stamp bigint;
 BEGIN
     -- Id order: opposing transfers queue in the same order and never deadlock.
     FOR row IN
@@ -144,11 +145,14 @@ BEGIN
     END LOOP;
     IF src.id IS NULL THEN outcome := 'SOURCE_NOT_FOUND'; RETURN; END IF;
     IF tgt.id IS NULL THEN outcome := 'TARGET_NOT_FOUND'; RETURN; END IF;
-    IF src.next_cashback_due_at <= greatest(p_now, p_requested)
-       OR tgt.next_cashback_due_at <= greatest(p_now, p_requested) THEN
+    newest_entry_at := greatest(src.last_entry_at, tgt.last_entry_at);
+    -- The effective timestamp, known only now that the rows are locked: a newest entry may be
+    -- ahead of p_now. Cashback due by it (or by now) must be credited before it.
+    stamp := coalesce(p_requested, greatest(p_now, newest_entry_at));
+    IF src.next_cashback_due_at <= greatest(p_now, stamp)
+       OR tgt.next_cashback_due_at <= greatest(p_now, stamp) THEN
         outcome := 'SETTLE_FIRST'; RETURN;
     END IF;
-    newest_entry_at := greatest(src.last_entry_at, tgt.last_entry_at);
     IF p_requested < newest_entry_at THEN outcome := 'TIMESTAMP_OUT_OF_ORDER'; RETURN; END IF;
     source_balance := src.balance;
     IF p_amount > src.balance THEN outcome := 'INSUFFICIENT_FUNDS'; RETURN; END IF;
@@ -156,7 +160,7 @@ BEGIN
         outcome := 'BALANCE_OVERFLOW'; RETURN;
     END IF;
 
-    entry_ts := coalesce(p_requested, greatest(p_now, newest_entry_at));
+    entry_ts := stamp;
     source_balance := src.balance - p_amount;
     INSERT INTO entries (account_id, ts, kind, amount, balance_after, counterparty_id)
     VALUES (p_source, entry_ts, 'TRANSFER_OUT', p_amount, source_balance, p_target)

@@ -547,18 +547,18 @@ class Ledger:
     ) -> int:
         """The mutation's timestamp on `accounts`, refused when out of order.
 
-        When the client clock runs ahead (`requested` > now), cashback falling due up to
-        `requested` is credited first (written only if the mutation succeeds): a mutation
-        never slips in before cashback due by its own timestamp.
+        When that timestamp is later than now (a client clock's `requested`, a newest entry
+        ahead of now, or an earlier batch item's), cashback of `accounts` falling due up to
+        it is credited first (written only if the mutation succeeds): a mutation never slips
+        in before cashback due by its own timestamp.
         """
-        if requested is not None and requested > now:
-            await uow.settle_cashback(requested, only=[a.id for a in accounts])
         newest = max(a.last_entry_at for a in accounts)
-        if requested is None:
-            return max(now, newest)
-        if requested < newest:
+        stamp = max(now, newest) if requested is None else requested
+        if stamp > now:
+            await uow.settle_cashback(stamp, only=[a.id for a in accounts])
+        if requested is not None and requested < newest:
             raise Refused([checks.out_of_order(requested, newest)])
-        return requested
+        return stamp
 
     async def _advance_clock(self, conn: Conn, ts: int) -> None:
         if self.clock is ClockMode.CLIENT:
