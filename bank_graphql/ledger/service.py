@@ -273,13 +273,12 @@ class Ledger:
         }
         claims = await idempotency.claim(conn, list(keyed.values())) if keyed else {}
         for index, key in keyed.items():
-            claim = claims[key.key]
-            if isinstance(claim, Refusal):
-                if atomic:
-                    raise BatchAborted(index, (claim,))
-                results[index] = WriteOutcome(refusals=(claim,))
-            elif claim is not None:
-                results[index] = WriteOutcome.from_json(claim)
+            replay = idempotency.replayed(claims[key.key])
+            if replay is not None:
+                if atomic and replay.refusals:
+                    # A replayed refusal is a refusal: the atomic batch stops at it.
+                    raise BatchAborted(index, replay.refusals)
+                results[index] = replay
             elif batch.input_refusals[index]:
                 results[index] = WriteOutcome(refusals=tuple(batch.input_refusals[index]))
         to_apply = [
@@ -478,10 +477,9 @@ class Ledger:
         async def attempt(conn: Conn) -> WriteOutcome:
             if keyed is not None:
                 claimed = (await idempotency.claim(conn, [keyed]))[keyed.key]
-                if isinstance(claimed, Refusal):
-                    return WriteOutcome(refusals=(claimed,))
-                if claimed is not None:
-                    return WriteOutcome.from_json(claimed)
+                replay = idempotency.replayed(claimed)
+                if replay is not None:
+                    return replay
             outcome = await self._run(conn, work, input_refusals)
             if keyed is not None:
                 await idempotency.store(conn, {keyed.key: outcome.to_json()})
