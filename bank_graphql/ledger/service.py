@@ -35,6 +35,7 @@ from bank_graphql.ledger.rules import (
     CASHBACK_DELAY_MS,
     MAX_MONEY,
     MAX_TIMESTAMP_MS,
+    add_to_total,
     cashback_of,
 )
 from bank_graphql.ledger.transfers import (
@@ -354,6 +355,7 @@ class Ledger:
                 )
             checks.refuse_insufficient(account, amount)
             cashback = cashback_of(amount)
+            await self._advance_clock(uow.conn, ts)  # its lock wait may retry: before numbering
             cursor = await uow.conn.execute(
                 _INSERT_PAYMENT,
                 {
@@ -373,7 +375,6 @@ class Ledger:
                 if account.next_cashback_due_at is None or due_at < account.next_cashback_due_at:
                     account.next_cashback_due_at = due_at
             await uow.flush()
-            await self._advance_clock(uow.conn, ts)
             payment = Payment(number, account_id, ts, amount, cashback, due_at)
             return WriteOutcome(
                 balance=account.balance, payment=payment, accounts=(account.as_account(),)
@@ -428,7 +429,7 @@ class Ledger:
             moved = absorbed.balance
             uow.append(absorbed, EntryKind.MERGE_OUT, moved, ts, counterparty_id=survivor_id)
             uow.append(survivor, EntryKind.MERGE_IN, moved, ts, counterparty_id=absorbed_id)
-            survivor.outgoing += absorbed.outgoing
+            survivor.outgoing = add_to_total(survivor.outgoing, absorbed.outgoing)
             survivor.pending_cashback += absorbed.pending_cashback
             absorbed.pending_cashback = 0
             survivor.next_cashback_due_at = min(

@@ -15,13 +15,15 @@ from bank_graphql.ledger import checks
 from bank_graphql.ledger.database import Conn
 from bank_graphql.ledger.models import OUTGOING_KINDS, Account, Entry, EntryKind
 from bank_graphql.ledger.refusals import Refused
+from bank_graphql.ledger.rules import add_to_total
 
 log = logging.getLogger(__name__)
 
 # Id order: two transactions locking the same accounts always queue in the same order, so
 # opposing transfers can never deadlock each other. Closed (merged) accounts are not locked.
 _LOCK_ACCOUNTS = """
-SELECT id, created_at, balance, outgoing, pending_cashback, next_cashback_due_at, last_entry_at
+SELECT id, created_at, balance, least(outgoing, money_max()), pending_cashback,
+       next_cashback_due_at, last_entry_at
 FROM accounts
 WHERE id = ANY(%s) AND merged_into IS NULL
 ORDER BY id
@@ -234,7 +236,7 @@ class UnitOfWork:
         account.balance += amount if incoming else -amount
         assert account.balance >= 0, "callers check funds first"
         if kind in OUTGOING_KINDS:
-            account.outgoing += amount
+            account.outgoing = add_to_total(account.outgoing, amount)
         account.last_entry_at = ts
         self._entries.append(
             _NewEntry(account.id, ts, kind, amount, account.balance, counterparty_id, payment_id)
