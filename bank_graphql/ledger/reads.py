@@ -15,11 +15,11 @@ from bank_graphql.ledger.models import Account, Entry, Page, Payment, Spender
 from bank_graphql.ledger.unit_of_work import entry_from_row
 
 _BIGINT_MAX = 2**63 - 1
-# Outgoing is read through least(outgoing, money_max()): a total written past the ceiling by an
-# earlier version still reads as a valid amount.
 # Account ids are ASCII (schema.sql checks it) and sort by bytes: "\x7f" is above them all.
 _ID_ABOVE_ALL = "\x7f"
 
+# Outgoing is read through least(outgoing, money_max()): a total written past the ceiling by an
+# earlier version still reads as a valid amount.
 _ACCOUNTS_BY_ID = """
 SELECT id, created_at, least(outgoing, money_max()) FROM accounts
 WHERE id = ANY(%s) AND merged_into IS NULL
