@@ -12,6 +12,15 @@ DO $$ BEGIN
 EXCEPTION WHEN duplicate_object THEN NULL;
 END $$;
 
+-- The money ceiling, 2^53-1: the largest amount, balance or total any JSON client holds exactly.
+CREATE OR REPLACE FUNCTION money_max() RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT 9007199254740991::bigint $$;
+
+-- A reporting total (outgoing) plus an amount, saturating at the money ceiling: a total must
+-- never refuse or fail a money movement. Never overflows, even from a total already past it.
+CREATE OR REPLACE FUNCTION money_total_add(total bigint, amount bigint) RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT least(total, money_max() - amount) + amount $$;
+
 CREATE TABLE IF NOT EXISTS accounts (
     -- COLLATE "C": ids sort by bytes, the same on every server whatever its locale.
     id text COLLATE "C" PRIMARY KEY
@@ -19,7 +28,8 @@ CREATE TABLE IF NOT EXISTS accounts (
     created_at bigint NOT NULL CHECK (created_at BETWEEN 0 AND 9007199254740991),
     balance bigint NOT NULL DEFAULT 0
         CONSTRAINT balance_not_negative CHECK (balance >= 0),
-    -- Transfers out and payments of this account and of every account merged into it.
+    -- Transfers out and payments of this account and of every account merged into it,
+    -- saturating at money_max() (money_total_add).
     outgoing bigint NOT NULL DEFAULT 0 CHECK (outgoing >= 0),
     -- Cashback of payments owned by this account that is not credited yet. Balance plus pending
     -- cashback is capped so that crediting cashback can never overflow.
@@ -36,6 +46,9 @@ CREATE TABLE IF NOT EXISTS accounts (
     CONSTRAINT merged_is_closed CHECK ((merged_into IS NULL) = (survivor_id = id)),
     CHECK (last_entry_at >= created_at)
 );
+
+-- Totals written past the ceiling by an earlier version (it did not saturate) are clamped.
+UPDATE accounts SET outgoing = money_max() WHERE outgoing > money_max();
 
 CREATE INDEX IF NOT EXISTS accounts_by_survivor ON accounts (survivor_id);
 -- topSpenders reads this index instead of the ledger.
@@ -133,6 +146,7 @@ DECLARE
     src accounts%ROWTYPE;
     tgt accounts%ROWTYPE;
     row accounts%ROWTYPE;
+    stamp bigint;
 BEGIN
     -- Id order: opposing transfers queue in the same order and never deadlock.
     FOR row IN
@@ -144,19 +158,22 @@ BEGIN
     END LOOP;
     IF src.id IS NULL THEN outcome := 'SOURCE_NOT_FOUND'; RETURN; END IF;
     IF tgt.id IS NULL THEN outcome := 'TARGET_NOT_FOUND'; RETURN; END IF;
-    IF src.next_cashback_due_at <= greatest(p_now, p_requested)
-       OR tgt.next_cashback_due_at <= greatest(p_now, p_requested) THEN
+    newest_entry_at := greatest(src.last_entry_at, tgt.last_entry_at);
+    -- The effective timestamp, known only now that the rows are locked: a newest entry may be
+    -- ahead of p_now. Cashback due by it (or by now) must be credited before it.
+    stamp := coalesce(p_requested, greatest(p_now, newest_entry_at));
+    IF src.next_cashback_due_at <= greatest(p_now, stamp)
+       OR tgt.next_cashback_due_at <= greatest(p_now, stamp) THEN
         outcome := 'SETTLE_FIRST'; RETURN;
     END IF;
-    newest_entry_at := greatest(src.last_entry_at, tgt.last_entry_at);
     IF p_requested < newest_entry_at THEN outcome := 'TIMESTAMP_OUT_OF_ORDER'; RETURN; END IF;
     source_balance := src.balance;
     IF p_amount > src.balance THEN outcome := 'INSUFFICIENT_FUNDS'; RETURN; END IF;
-    IF tgt.balance + tgt.pending_cashback + p_amount > 9007199254740991 THEN
+    IF tgt.balance + tgt.pending_cashback + p_amount > money_max() THEN
         outcome := 'BALANCE_OVERFLOW'; RETURN;
     END IF;
 
-    entry_ts := coalesce(p_requested, greatest(p_now, newest_entry_at));
+    entry_ts := stamp;
     source_balance := src.balance - p_amount;
     INSERT INTO entries (account_id, ts, kind, amount, balance_after, counterparty_id)
     VALUES (p_source, entry_ts, 'TRANSFER_OUT', p_amount, source_balance, p_target)
@@ -165,12 +182,13 @@ BEGIN
     VALUES (p_target, entry_ts, 'TRANSFER_IN', p_amount, tgt.balance + p_amount, p_source);
     UPDATE accounts
     SET balance = CASE WHEN id = p_source THEN source_balance ELSE tgt.balance + p_amount END,
-        outgoing = CASE WHEN id = p_source THEN outgoing + p_amount ELSE outgoing END,
+        outgoing = CASE WHEN id = p_source THEN money_total_add(outgoing, p_amount)
+                        ELSE least(outgoing, money_max()) END,
         last_entry_at = entry_ts
     WHERE id IN (p_source, p_target);
     outcome := 'OK';
     source_created_at := src.created_at;
-    source_outgoing := src.outgoing + p_amount;
+    source_outgoing := money_total_add(src.outgoing, p_amount);
     target_created_at := tgt.created_at;
-    target_outgoing := tgt.outgoing;
+    target_outgoing := least(tgt.outgoing, money_max());
 END $$;

@@ -68,3 +68,25 @@ async def wait_until_cashback(db: Db, count: int, timeout_s: float = 5.0) -> lis
         if len(rows) >= count or time.monotonic() > deadline:
             return rows
         await asyncio.sleep(0.02)
+
+
+# An unsettled cashback due at or before the newest entry of the account owning it (or of an
+# account merged into that one): an entry got in ahead of cashback that was already due.
+_CASHBACK_LEFT_BEHIND = """
+SELECT 'payment' || p.id, s.id, p.cashback_due_at, newest.ts
+FROM payments p
+JOIN accounts o ON o.id = p.account_id
+JOIN accounts s ON s.id = o.survivor_id
+CROSS JOIN LATERAL (
+    SELECT max(e.ts) AS ts FROM accounts f JOIN entries e ON e.account_id = f.id
+    WHERE f.survivor_id = s.id
+) AS newest
+WHERE NOT p.settled AND p.cashback_due_at <= newest.ts
+ORDER BY p.id
+"""
+
+
+async def cashback_left_behind(db: Db) -> list[tuple[Any, ...]]:
+    """(payment, owner, due at, owner's newest entry) of every cashback an entry overtook."""
+    cursor = await db.execute(_CASHBACK_LEFT_BEHIND)
+    return [tuple(row) for row in await cursor.fetchall()]

@@ -238,3 +238,48 @@ def balances_after(accounts: list[str], opening: int, plan: list[Intended]) -> d
         balances[intended.source] -= intended.amount
         balances[intended.target] += intended.amount
     return balances
+
+
+# -- batches --------------------------------------------------------------------------------
+
+BATCH = """
+mutation($transfers: [TransferInput!]!, $atomic: Boolean! = false) {
+  transferBatch(input: {transfers: $transfers, atomic: $atomic}) {
+    results {
+      balance
+      entry { id accountId timestamp kind amount balanceAfter counterpartyId }
+      sourceAccount { id outgoing }
+      targetAccount { id outgoing }
+      errors { code message field }
+    }
+    errors { code message field }
+  }
+}"""
+
+
+def batch_item(
+    source: str, target: str, amount: int, ts: int | None = None, key: str | None = None
+) -> dict[str, Any]:
+    """One TransferInput of a batch; absent timestamp and key are left out."""
+    item: dict[str, Any] = {"sourceAccountId": source, "targetAccountId": target, "amount": amount}
+    if ts is not None:
+        item["timestamp"] = ts
+    if key is not None:
+        item["idempotencyKey"] = key
+    return item
+
+
+async def batch(
+    gql: GraphQLClient, items: list[dict[str, Any]], *, atomic: bool = False
+) -> dict[str, Any]:
+    data = await gql.ok(BATCH, {"transfers": items, "atomic": atomic})
+    payload: dict[str, Any] = data["transferBatch"]
+    return payload
+
+
+def item_codes(payload: dict[str, Any]) -> list[str]:
+    """Each batch item's outcome: "OK", or the codes of its errors joined by "+"."""
+    return [
+        "+".join(e["code"] for e in result["errors"]) if result["errors"] else "OK"
+        for result in payload["results"]
+    ]

@@ -12,7 +12,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from bank_graphql.ledger import idempotency
 from bank_graphql.ledger.clock import ClockMode, read_now
-from bank_graphql.ledger.database import Conn
+from bank_graphql.ledger.database import Conn, is_busy, is_unavailable
 from bank_graphql.ledger.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -25,14 +25,16 @@ _OLDEST_DUE = """
 SELECT min(cashback_due_at) FROM payments WHERE NOT settled AND cashback_due_at <= %s
 """
 
+# The owners of the oldest due payments, leaving out accounts this sweep could not settle.
 _DUE_OWNERS = """
-SELECT DISTINCT o.survivor_id
-FROM (
-    SELECT account_id FROM payments
-    WHERE NOT settled AND cashback_due_at <= %(horizon)s
-    ORDER BY cashback_due_at, id
+SELECT DISTINCT survivor_id FROM (
+    SELECT o.survivor_id
+    FROM payments p JOIN accounts o ON o.id = p.account_id
+    WHERE NOT p.settled AND p.cashback_due_at <= %(horizon)s
+      AND o.survivor_id <> ALL(%(skipped)s::text[])
+    ORDER BY p.cashback_due_at, p.id
     LIMIT %(limit)s
-) AS p JOIN accounts o ON o.id = p.account_id
+) AS due
 """
 
 
@@ -58,23 +60,52 @@ async def any_due(conn: Conn, horizon: int) -> bool:
 async def settle_due(conn: Conn, horizon: int, limits: SweepLimits) -> int:
     """Write every cashback due by `horizon`, in bounded batches. Returns accounts settled.
 
-    `conn` is an idle autocommit connection; each batch is a transaction of its own.
+    `conn` is an idle autocommit connection; each batch is a transaction of its own. An
+    account whose cashback cannot be written (a broken row) is logged and left out, so it
+    never holds back the others; a busy or unreachable database is the caller's to handle.
     """
     settled = 0
+    skipped: list[str] = []
     for _ in range(limits.batches_max):
-        async with conn.transaction():
-            cursor = await conn.execute(
-                _DUE_OWNERS, {"horizon": horizon, "limit": limits.batch_max}
-            )
-            owners = [row[0] for row in await cursor.fetchall()]
-            if not owners:
-                break
-            uow = UnitOfWork(conn)
-            await uow.lock(owners)
-            await uow.settle_cashback(horizon, every_account=True)
-            await uow.flush()
+        cursor = await conn.execute(
+            _DUE_OWNERS, {"horizon": horizon, "limit": limits.batch_max, "skipped": skipped}
+        )
+        owners = [row[0] for row in await cursor.fetchall()]
+        if not owners:
+            break
+        try:
+            await _settle_owners(conn, owners, horizon)
             settled += len(owners)
+        except Exception as exc:
+            if is_busy(exc) or is_unavailable(exc):
+                raise
+            # Find the account at fault: the rest of its batch is settled one by one.
+            for owner in owners:
+                if await _settle_alone(conn, owner, horizon):
+                    settled += 1
+                else:
+                    skipped.append(owner)
     return settled
+
+
+async def _settle_owners(conn: Conn, owners: list[str], horizon: int) -> None:
+    async with conn.transaction():
+        uow = UnitOfWork(conn)
+        await uow.lock(owners)
+        await uow.settle_cashback(horizon, every_account=True)
+        await uow.flush()
+
+
+async def _settle_alone(conn: Conn, owner: str, horizon: int) -> bool:
+    """Settle one account in a transaction of its own; False (logged) when it cannot be."""
+    try:
+        await _settle_owners(conn, [owner], horizon)
+    except Exception as exc:
+        if is_busy(exc) or is_unavailable(exc):
+            raise
+        log.exception("cannot credit the due cashback of account %r; left unpaid", owner)
+        return False
+    return True
 
 
 class Sweeper:
@@ -131,4 +162,7 @@ class Sweeper:
                     await self.prune_keys()
             except errors.Error as exc:
                 log.warning("background sweep failed, will retry: %s", exc)
+            except Exception:
+                # Whatever went wrong, the next sweep runs: a dead sweeper pays nobody.
+                log.exception("background sweep failed, will retry")
             await asyncio.sleep(self._limits.interval_s)

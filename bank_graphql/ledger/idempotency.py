@@ -16,6 +16,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from bank_graphql.ledger.database import Conn
+from bank_graphql.ledger.models import WriteOutcome
 from bank_graphql.ledger.refusals import Refusal, RefusalCode
 from bank_graphql.ledger.rules import is_idempotency_key
 
@@ -106,6 +107,13 @@ async def claim(conn: Conn, requests: Sequence[KeyedRequest]) -> dict[str, Claim
             same = operation == request.operation and fingerprint == request.fingerprint
             claims[key] = outcome if same else reuse_refusal(request)
     return claims
+
+
+def replayed(claim: Claim) -> WriteOutcome | None:
+    """What a claim answers: None to go ahead, else the stored outcome or the reuse refusal."""
+    if isinstance(claim, Refusal):
+        return WriteOutcome(refusals=(claim,))
+    return None if claim is None else WriteOutcome.from_json(claim)
 
 
 async def store(conn: Conn, outcomes: dict[str, dict[str, Any]]) -> None:

@@ -6,6 +6,7 @@ from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
 from bank_graphql.ledger.refusals import Refusal, RefusalCode
+from bank_graphql.ledger.rules import MAX_MONEY
 
 T = TypeVar("T")
 
@@ -97,7 +98,11 @@ class WriteOutcome:
             balance=data["balance"],
             entry=None if entry is None else Entry(**{**entry, "kind": EntryKind(entry["kind"])}),
             payment=None if payment is None else Payment(**payment),
-            accounts=tuple(Account(**a) for a in data["accounts"]),
+            # An outcome stored by an earlier version may hold an outgoing past the ceiling.
+            accounts=tuple(
+                Account(**{**a, "outgoing": min(a["outgoing"], MAX_MONEY)})
+                for a in data["accounts"]
+            ),
         )
 
 

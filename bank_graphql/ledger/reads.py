@@ -18,8 +18,10 @@ _BIGINT_MAX = 2**63 - 1
 # Account ids are ASCII (schema.sql checks it) and sort by bytes: "\x7f" is above them all.
 _ID_ABOVE_ALL = "\x7f"
 
+# Outgoing is read through least(outgoing, money_max()): a total written past the ceiling by an
+# earlier version still reads as a valid amount.
 _ACCOUNTS_BY_ID = """
-SELECT id, created_at, outgoing FROM accounts
+SELECT id, created_at, least(outgoing, money_max()) FROM accounts
 WHERE id = ANY(%s) AND merged_into IS NULL
 """
 
@@ -48,7 +50,7 @@ WHERE p.id = %(number)s AND o.survivor_id = %(owner)s
 """
 
 _TOP_SPENDERS = """
-SELECT id, outgoing FROM accounts WHERE merged_into IS NULL
+SELECT id, least(outgoing, money_max()) FROM accounts WHERE merged_into IS NULL
 ORDER BY outgoing DESC, id LIMIT %s
 """
 
@@ -62,7 +64,7 @@ def _payment(row: tuple[Any, ...]) -> Payment:
 
 
 _ACCOUNT_PAGES: Keyset[Account] = Keyset(
-    columns="id, created_at, outgoing",
+    columns="id, created_at, least(outgoing, money_max())",
     source="accounts",
     scope="merged_into IS NULL",
     key_columns=["id"],

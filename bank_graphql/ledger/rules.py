@@ -20,6 +20,12 @@ def cashback_of(amount: int) -> int:
     return amount * 2 // 100
 
 
+def add_to_total(total: int, amount: int) -> int:
+    """A reporting total (outgoing) plus `amount`, saturating at MAX_MONEY: a total must never
+    refuse or fail a money movement. schema.sql's money_total_add does the same."""
+    return min(total + amount, MAX_MONEY)
+
+
 def is_account_id(value: str) -> bool:
     return ACCOUNT_ID_PATTERN.fullmatch(value) is not None
 

@@ -35,6 +35,7 @@ from bank_graphql.ledger.rules import (
     CASHBACK_DELAY_MS,
     MAX_MONEY,
     MAX_TIMESTAMP_MS,
+    add_to_total,
     cashback_of,
 )
 from bank_graphql.ledger.transfers import (
@@ -273,13 +274,12 @@ class Ledger:
         }
         claims = await idempotency.claim(conn, list(keyed.values())) if keyed else {}
         for index, key in keyed.items():
-            claim = claims[key.key]
-            if isinstance(claim, Refusal):
-                if atomic:
-                    raise BatchAborted(index, (claim,))
-                results[index] = WriteOutcome(refusals=(claim,))
-            elif claim is not None:
-                results[index] = WriteOutcome.from_json(claim)
+            replay = idempotency.replayed(claims[key.key])
+            if replay is not None:
+                if atomic and replay.refusals:
+                    # A replayed refusal is a refusal: the atomic batch stops at it.
+                    raise BatchAborted(index, replay.refusals)
+                results[index] = replay
             elif batch.input_refusals[index]:
                 results[index] = WriteOutcome(refusals=tuple(batch.input_refusals[index]))
         to_apply = [
@@ -355,6 +355,7 @@ class Ledger:
                 )
             checks.refuse_insufficient(account, amount)
             cashback = cashback_of(amount)
+            await self._advance_clock(uow.conn, ts)  # its lock wait may retry: before numbering
             cursor = await uow.conn.execute(
                 _INSERT_PAYMENT,
                 {
@@ -374,7 +375,6 @@ class Ledger:
                 if account.next_cashback_due_at is None or due_at < account.next_cashback_due_at:
                     account.next_cashback_due_at = due_at
             await uow.flush()
-            await self._advance_clock(uow.conn, ts)
             payment = Payment(number, account_id, ts, amount, cashback, due_at)
             return WriteOutcome(
                 balance=account.balance, payment=payment, accounts=(account.as_account(),)
@@ -429,7 +429,7 @@ class Ledger:
             moved = absorbed.balance
             uow.append(absorbed, EntryKind.MERGE_OUT, moved, ts, counterparty_id=survivor_id)
             uow.append(survivor, EntryKind.MERGE_IN, moved, ts, counterparty_id=absorbed_id)
-            survivor.outgoing += absorbed.outgoing
+            survivor.outgoing = add_to_total(survivor.outgoing, absorbed.outgoing)
             survivor.pending_cashback += absorbed.pending_cashback
             absorbed.pending_cashback = 0
             survivor.next_cashback_due_at = min(
@@ -478,10 +478,9 @@ class Ledger:
         async def attempt(conn: Conn) -> WriteOutcome:
             if keyed is not None:
                 claimed = (await idempotency.claim(conn, [keyed]))[keyed.key]
-                if isinstance(claimed, Refusal):
-                    return WriteOutcome(refusals=(claimed,))
-                if claimed is not None:
-                    return WriteOutcome.from_json(claimed)
+                replay = idempotency.replayed(claimed)
+                if replay is not None:
+                    return replay
             outcome = await self._run(conn, work, input_refusals)
             if keyed is not None:
                 await idempotency.store(conn, {keyed.key: outcome.to_json()})
@@ -547,18 +546,18 @@ class Ledger:
     ) -> int:
         """The mutation's timestamp on `accounts`, refused when out of order.
 
-        When the client clock runs ahead (`requested` > now), cashback falling due up to
-        `requested` is credited first (written only if the mutation succeeds): a mutation
-        never slips in before cashback due by its own timestamp.
+        When that timestamp is later than now (a client clock's `requested`, a newest entry
+        ahead of now, or an earlier batch item's), cashback of `accounts` falling due up to
+        it is credited first (written only if the mutation succeeds): a mutation never slips
+        in before cashback due by its own timestamp.
         """
-        if requested is not None and requested > now:
-            await uow.settle_cashback(requested, only=[a.id for a in accounts])
         newest = max(a.last_entry_at for a in accounts)
-        if requested is None:
-            return max(now, newest)
-        if requested < newest:
+        stamp = max(now, newest) if requested is None else requested
+        if stamp > now:
+            await uow.settle_cashback(stamp, only=[a.id for a in accounts])
+        if requested is not None and requested < newest:
             raise Refused([checks.out_of_order(requested, newest)])
-        return requested
+        return stamp
 
     async def _advance_clock(self, conn: Conn, ts: int) -> None:
         if self.clock is ClockMode.CLIENT:

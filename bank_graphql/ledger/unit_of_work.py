@@ -6,6 +6,7 @@ statement at `flush()`. It never commits: the service that opened the transactio
 """
 
 import dataclasses
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,11 +15,15 @@ from bank_graphql.ledger import checks
 from bank_graphql.ledger.database import Conn
 from bank_graphql.ledger.models import OUTGOING_KINDS, Account, Entry, EntryKind
 from bank_graphql.ledger.refusals import Refused
+from bank_graphql.ledger.rules import add_to_total
+
+log = logging.getLogger(__name__)
 
 # Id order: two transactions locking the same accounts always queue in the same order, so
 # opposing transfers can never deadlock each other. Closed (merged) accounts are not locked.
 _LOCK_ACCOUNTS = """
-SELECT id, created_at, balance, outgoing, pending_cashback, next_cashback_due_at, last_entry_at
+SELECT id, created_at, balance, least(outgoing, money_max()), pending_cashback,
+       next_cashback_due_at, last_entry_at
 FROM accounts
 WHERE id = ANY(%s) AND merged_into IS NULL
 ORDER BY id
@@ -92,6 +97,23 @@ class _NewEntry:
     balance_after: int
     counterparty_id: str | None
     payment_id: int | None
+
+
+def _cashback_time(account: LockedAccount, payment_id: int, due_at: int) -> int:
+    """Cashback is stamped with its due time. Cashback found still unpaid behind a later
+    entry of its account (a ledger written by an earlier version could hold some) is
+    stamped with that entry's time instead: late, but the ledger stays in time order."""
+    if due_at >= account.last_entry_at:
+        return due_at
+    log.warning(
+        "cashback of payment%d was due at %d, before the newest entry of account %r; "
+        "credited at that entry's time, %d",
+        payment_id,
+        due_at,
+        account.id,
+        account.last_entry_at,
+    )
+    return account.last_entry_at
 
 
 def entry_from_row(row: tuple[Any, ...]) -> Entry:
@@ -181,7 +203,8 @@ class UnitOfWork:
         for payment_id, owner_id, cashback, due_at in await cursor.fetchall():
             account = self.locked[owner_id]
             account.pending_cashback -= cashback
-            self.append(account, EntryKind.CASHBACK, cashback, due_at, payment_id=payment_id)
+            ts = _cashback_time(account, payment_id, due_at)
+            self.append(account, EntryKind.CASHBACK, cashback, ts, payment_id=payment_id)
             self._settled_payments.append(payment_id)
         next_due: dict[str, int] = {}
         cursor = await self.conn.execute(_NEXT_CASHBACK_DUE, params)
@@ -213,7 +236,7 @@ class UnitOfWork:
         account.balance += amount if incoming else -amount
         assert account.balance >= 0, "callers check funds first"
         if kind in OUTGOING_KINDS:
-            account.outgoing += amount
+            account.outgoing = add_to_total(account.outgoing, amount)
         account.last_entry_at = ts
         self._entries.append(
             _NewEntry(account.id, ts, kind, amount, account.balance, counterparty_id, payment_id)
