@@ -1,5 +1,5 @@
 -- bank_graphql database schema: the one source of truth for tables, constraints and indexes.
--- Applied by `bank-graphql migrate` (and by `serve` on an empty database). Every statement is
+-- Applied by `bank-graphql migrate` and by every `serve` at start. Every statement is
 -- idempotent so applying it twice is harmless.
 --
 -- Money and timestamps are bigint: money in minor units, time in ms since the Unix epoch.

@@ -20,7 +20,6 @@ from bank_graphql.ledger import (
     PoolLimits,
     Sweeper,
     SweepLimits,
-    has_schema,
     migrate,
     open_pool,
 )
@@ -193,8 +192,8 @@ def serve(args: argparse.Namespace) -> None:
             embedded = EmbeddedPostgres(args.data_dir)
             log.info("starting embedded PostgreSQL, data in %s", embedded.data_dir)
             database_url = embedded.start()
-        if not has_schema(database_url):
-            migrate(database_url)
+        # Idempotent and under an advisory lock: every start brings the database up to date.
+        migrate(database_url)
         os.environ.update(
             DATABASE_URL=database_url,
             BANK_CLOCK=args.clock,

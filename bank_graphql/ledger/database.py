@@ -72,12 +72,6 @@ def migrate(database_url: str) -> None:
     log.info("schema applied")
 
 
-def has_schema(database_url: str) -> bool:
-    with Connection.connect(database_url, autocommit=True) as conn:
-        row = conn.execute("SELECT to_regclass('public.entries') IS NOT NULL").fetchone()
-        return bool(row and row[0])
-
-
 def ensure_database(server_url: str, name: str) -> None:
     """Create database `name` on the server at `server_url` unless it exists."""
     with Connection.connect(server_url, autocommit=True) as conn:
