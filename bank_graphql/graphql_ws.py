@@ -85,6 +85,8 @@ class WebSocketAdapter(ASGIWebSocketAdapter):
 
     async def close(self, code: int, reason: str) -> None:
         record_refusal(_CLOSE_CODES.get(code, "BAD_REQUEST"), close_code=code)
+        # A close frame carries at most 123 bytes of reason.
+        reason = reason.encode()[:123].decode(errors="ignore")
         with suppress(RuntimeError):  # already closed
             await self.ws.close(code=code, reason=reason)
 
@@ -119,9 +121,16 @@ def _error(code: ErrorCode, message: str) -> GraphQLError:
     return GraphQLError(message, original_error=ApiError(code, message))
 
 
-def _error_message(operation_id: str, errors: list[GraphQLError]) -> Message:
-    payload = [format_error(e) for e in errors]
+def _error_message(operation_id: str, errors: list[GraphQLError] | None) -> Message:
+    payload = [format_error(e) for e in errors or ()]
     return cast(Message, {"id": operation_id, "type": "error", "payload": payload})
+
+
+def _next_message(operation_id: str, result: ExecutionResult) -> Message:
+    payload: dict[str, Any] = {"data": result.data}
+    if result.errors:
+        payload["errors"] = [format_error(e) for e in result.errors]
+    return cast(Message, {"id": operation_id, "type": "next", "payload": payload})
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
@@ -187,36 +196,26 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 context_value=Context(ledger=self.context.ledger),
                 operation_name=operation.operation_name,
             )
-            # Read the stream to its end, so that the schema's extensions (the request log
-            # line) close as they do over HTTP.
+            # Read the stream to its end, whether or not the client still listens, so that
+            # the schema's extensions (the request log line) close as they do over HTTP.
             async with aclosing(source):
                 async for result in source:
                     if isinstance(result, PreExecutionError):
-                        await self._send_errors(operation, result.errors or [])
-                    else:
-                        await self._send_next(operation, cast(ExecutionResult, result))
-            await operation.send_operation_message({"id": operation.id, "type": "complete"})
-        except WebSocketDisconnected:
-            pass
+                        await self._send(operation, _error_message(operation.id, result.errors))
+                    else:  # incremental delivery (@defer, @stream) is not enabled
+                        message = _next_message(operation.id, cast(ExecutionResult, result))
+                        await self._send(operation, message)
+            await self._send(operation, cast(Message, {"id": operation.id, "type": "complete"}))
         except Exception:
             log.exception("unexpected error in a websocket operation")
-            with suppress(WebSocketDisconnected):
-                error = _error(ErrorCode.INTERNAL_SERVER_ERROR, "unexpected error")
-                await self._send_errors(operation, [error])
+            error = _error(ErrorCode.INTERNAL_SERVER_ERROR, "unexpected error")
+            await self._send(operation, _error_message(operation.id, [error]))
 
-    async def _send_next(
-        self, operation: Operation[Context, None], result: ExecutionResult
-    ) -> None:
-        payload: dict[str, Any] = {"data": result.data}
-        if result.errors:
-            payload["errors"] = [format_error(e) for e in result.errors]
-        message = {"id": operation.id, "type": "next", "payload": payload}
-        await operation.send_operation_message(cast(Message, message))
-
-    async def _send_errors(
-        self, operation: Operation[Context, None], errors: list[GraphQLError]
-    ) -> None:
-        await operation.send_operation_message(_error_message(operation.id, errors))
+    async def _send(self, operation: Operation[Context, None], message: Message) -> None:
+        try:
+            await operation.send_operation_message(message)
+        except WebSocketDisconnected:
+            operation.completed = True  # the client has gone: nothing more to send it
 
     async def cleanup_operation(self, operation_id: str) -> None:
         operation = self.operations.pop(operation_id, None)
