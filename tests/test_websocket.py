@@ -7,16 +7,21 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from psycopg import sql
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from bank_graphql.app import create_app
+from bank_graphql.graphql_ws import CONNECTION_INIT_TIMEOUT_S
+from bank_graphql.settings import Settings
 from tests.servers import Serve, Server, launch
 from tests.test_request_pipeline import MISSPELT, suggestion_free
 
@@ -236,11 +241,31 @@ async def test_refusals_carry_the_same_codes_and_words_as_over_http(
     ]
 
 
+def counter(server: Server, name: str, **labels: str) -> float:
+    text = httpx.get(f"{server.base}/metrics").text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return float(sample.value)
+    return 0.0
+
+
 async def test_a_syntax_error_logs_one_line_and_no_traceback(server: Server) -> None:
     since = len(server_log(server))
+    parse_failures = counter(server, "bank_graphql_errors_total", code="GRAPHQL_PARSE_FAILED")
+    queries = counter(server, "bank_graphql_requests_total", operation_type="query", outcome="ok")
     answer = await over_ws(server, "{ account(id: ) ", None, None)
     assert [e["extensions"]["code"] for e in answer["errors"]] == ["GRAPHQL_PARSE_FAILED"]
     await over_ws(server, "query WsLogged { __typename }")
+    # Counted as over HTTP.
+    assert (
+        counter(server, "bank_graphql_errors_total", code="GRAPHQL_PARSE_FAILED")
+        == parse_failures + 1
+    )
+    assert (
+        counter(server, "bank_graphql_requests_total", operation_type="query", outcome="ok")
+        == queries + 1
+    )
     lines = [line for line in log_lines(server, since) if line["message"] == "graphql operation"]
     assert [line.get("error_codes") for line in lines] == [["GRAPHQL_PARSE_FAILED"], None]
     assert lines[0]["outcome"] == "error"
@@ -339,6 +364,36 @@ async def test_the_protocols_own_refusals(server: Server) -> None:
         await ws.send(json.dumps({"type": "ping"}))
         assert await receive(ws) == {"type": "pong"}
     assert_log_clean(server, since)
+
+
+async def test_connection_init_is_awaited_for_a_bounded_time(database_url: str) -> None:
+    app = create_app(Settings(database_url=database_url, sweeper_enabled=False))
+    endpoint = next(r.endpoint for r in app.routes if getattr(r, "path", "") == "/graphql")
+    bound = endpoint.connection_init_wait_timeout  # type: ignore[attr-defined]
+    assert bound == timedelta(seconds=CONNECTION_INIT_TIMEOUT_S)
+    # The same rule, made short enough for a test, on the app in this process.
+    endpoint.connection_init_wait_timeout = timedelta(seconds=0.2)  # type: ignore[attr-defined]
+    scope = {
+        "type": "websocket",
+        "asgi": {"version": "3.0"},
+        "path": "/graphql",
+        "raw_path": b"/graphql",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"test"), (b"sec-websocket-protocol", PROTOCOL.encode())],
+        "subprotocols": [PROTOCOL],
+    }
+    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outgoing: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    await incoming.put({"type": "websocket.connect"})
+    async with app.router.lifespan_context(app):
+        task = asyncio.create_task(app(scope, incoming.get, outgoing.put))
+        assert (await asyncio.wait_for(outgoing.get(), 10))["type"] == "websocket.accept"
+        closed = await asyncio.wait_for(outgoing.get(), 10)  # no connection_init sent
+        await incoming.put({"type": "websocket.disconnect", "code": 4408})
+        await asyncio.wait_for(task, 10)
+    assert closed["type"] == "websocket.close"
+    assert closed["code"] == 4408
 
 
 async def test_the_legacy_graphql_ws_subprotocol_is_refused(server: Server) -> None:
