@@ -1,43 +1,54 @@
-"""The GraphQL endpoint: Strawberry's ASGI view, with errors that always carry a code."""
+"""The GraphQL endpoint: Strawberry's ASGI view over HTTP and WebSocket, with errors that
+always carry a code (formatted by `bank_graphql.api.errors.format_error` on both)."""
 
-import json
+from datetime import timedelta
 from typing import Any
 
-import orjson
 from cross_web import HTTPException
-from graphql import GraphQLError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLHTTPResponse
+from strawberry.http.ides import GraphQL_IDE
+from strawberry.schema import BaseSchema
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
 from bank_graphql.api.context import Context
-from bank_graphql.api.errors import ErrorCode, error_code
-from bank_graphql.http_errors import dump_json, error_response
+from bank_graphql.api.errors import ErrorCode, format_error
+from bank_graphql.graphql_ws import (
+    CONNECTION_INIT_TIMEOUT_S,
+    OPERATIONS_PER_CONNECTION_MAX,
+    TransportWSHandler,
+    WebSocketAdapter,
+)
+from bank_graphql.http_errors import dump_json, error_response, load_json, record_disconnect
 
-# Errors whose own text is the server's business: the client gets these words instead.
-_MASKED_MESSAGES = {
-    ErrorCode.INTERNAL_SERVER_ERROR: "Internal server error",
-    ErrorCode.DATABASE_UNAVAILABLE: "The database is unavailable; try again shortly "
-    "(with the same idempotency key for a mutation).",
-    ErrorCode.DATABASE_BUSY: "The database is busy; try again shortly "
-    "(with the same idempotency key for a mutation).",
+# The media type of a GraphQL-over-HTTP POST body (parameters such as charset aside).
+_JSON_MEDIA_TYPE = "application/json"
+_HTTP_ERROR_CODES = {
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    415: "UNSUPPORTED_MEDIA_TYPE",
 }
 
 
-def format_error(error: GraphQLError) -> dict[str, Any]:
-    code = error_code(error)
-    formatted = error.formatted
-    if code in _MASKED_MESSAGES:
-        formatted["message"] = _MASKED_MESSAGES[code]
-    formatted["extensions"] = {**formatted.get("extensions", {}), "code": code.value}
-    return dict(formatted)
-
-
 class GraphQLEndpoint(GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = TransportWSHandler
+    websocket_adapter_class = WebSocketAdapter
+
+    def __init__(self, schema: BaseSchema, graphql_ide: GraphQL_IDE | None = "graphiql") -> None:
+        super().__init__(
+            schema,
+            graphql_ide=graphql_ide,
+            # The legacy `graphql-ws` subprotocol is refused (4406): one protocol to secure.
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            connection_init_wait_timeout=timedelta(seconds=CONNECTION_INIT_TIMEOUT_S),
+            max_subscriptions_per_connection=OPERATIONS_PER_CONNECTION_MAX,
+        )
+
     async def get_context(
         self,
         request: Request | WebSocket,
@@ -60,14 +71,9 @@ class GraphQLEndpoint(GraphQL[Context, None]):
 
     def decode_json(self, data: str | bytes) -> object:
         try:
-            decoded = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            # orjson stops at 64-bit integers; the stdlib reads any size, so an amount of
-            # 2^64 reaches the Money scalar and gets its error instead of "bad JSON".
-            try:
-                decoded = json.loads(data)
-            except (ValueError, RecursionError):  # bad JSON, not UTF-8, or nested too deep
-                raise HTTPException(400, "Unable to parse request body as JSON") from None
+            decoded = load_json(data)
+        except ValueError:
+            raise HTTPException(400, "Unable to parse request body as JSON") from None
         if not isinstance(decoded, (dict, list)):
             raise HTTPException(400, "the request body must be a JSON object")
         return decoded
@@ -78,10 +84,26 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             return
         request = Request(scope, receive=receive)
         try:
+            if request.method == "POST":
+                request = _json_body(request)
             response = await self.run(request)
         except HTTPException as exc:
             response = _http_error(request, exc)
+        except ClientDisconnect:
+            record_disconnect(request.method)
+            return
         await response(scope, receive, send)
+
+
+def _json_body(request: Request) -> Request:
+    """`request`, refused with 415 unless its body is JSON by its media type (any case, any
+    parameters); passed on with that media type spelt as Strawberry expects it."""
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type != _JSON_MEDIA_TYPE:
+        raise HTTPException(415, "the request body must be application/json")
+    headers = [(k, v) for k, v in request.scope["headers"] if k != b"content-type"]
+    headers.append((b"content-type", _JSON_MEDIA_TYPE.encode()))
+    return Request({**request.scope, "headers": headers}, receive=request.receive)
 
 
 def _http_error(request: Request, exc: HTTPException) -> Response:
@@ -89,7 +111,5 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
     if request.method == "GET" and "mutation" in reason.lower():
         # GraphQL over HTTP: an operation GET may not carry is "405 Method Not Allowed".
         status_code, reason = 405, "mutations must be sent with POST"
-    code = {405: "METHOD_NOT_ALLOWED", 404: "NOT_FOUND"}.get(
-        status_code, ErrorCode.BAD_REQUEST.value
-    )
+    code = _HTTP_ERROR_CODES.get(status_code, ErrorCode.BAD_REQUEST.value)
     return error_response(status_code, code, reason, method=request.method)

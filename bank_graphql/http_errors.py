@@ -1,5 +1,6 @@
 """Requests refused before GraphQL runs: a GraphQL-shaped JSON error with a code, one
-request log line and one error count, like every GraphQL operation gets."""
+request log line and one error count, like every GraphQL operation gets. Also the JSON
+codec both transports share."""
 
 import json
 import logging
@@ -21,13 +22,35 @@ def dump_json(data: object) -> bytes:
         return json.dumps(data).encode()
 
 
+def load_json(data: str | bytes) -> object:
+    """Decode JSON text; ValueError when it is not JSON (or not UTF-8, or nested too deep)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        # orjson stops at 64-bit integers; the stdlib reads any size, so an amount of
+        # 2^64 reaches the Money scalar and gets its error instead of "bad JSON".
+        try:
+            return json.loads(data)
+        except RecursionError as exc:
+            raise ValueError("JSON nested too deep") from exc
+
+
+def record_refusal(code: str, **fields: object) -> None:
+    """Log and count a request (or a WebSocket frame) refused before GraphQL ran."""
+    metrics.ERRORS.labels(code).inc()
+    request_log.info("request refused", extra={**fields, "error_codes": [code]})
+
+
+def record_disconnect(method: str) -> None:
+    """The client left before its request was read: nothing to answer, nothing amiss."""
+    metrics.REQUESTS.labels("unknown", "disconnected").inc()
+    request_log.info("client disconnected", extra={"method": method, "outcome": "disconnected"})
+
+
 def error_response(
     status_code: int, code: str, message: str, *, method: str | None = None
 ) -> Response:
-    metrics.ERRORS.labels(code).inc()
-    request_log.info(
-        "request refused", extra={"method": method, "status": status_code, "error_codes": [code]}
-    )
+    record_refusal(code, method=method, status=status_code)
     body = {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]}
     headers = {"Allow": "POST"} if status_code == 405 else None
     return Response(

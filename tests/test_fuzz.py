@@ -5,10 +5,16 @@ on every GraphQL error; and after each run the books balance and no balance is n
 
 Each test builds its own app on the test's database and drives it from a private event
 loop, so Hypothesis can run many examples against one server and audit once at the end.
+
+CI runs a few dozen examples per property, the same ones every run. For a long search,
+`BANK_FUZZ_EXAMPLES=N` runs N random examples per property (tests/test_fuzz_websocket.py
+reads it too), e.g. `BANK_FUZZ_EXAMPLES=5000 pytest tests/test_fuzz.py
+--hypothesis-show-statistics`.
 """
 
 import asyncio
 import json
+import os
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -24,10 +30,13 @@ from bank_graphql.settings import Settings
 
 T = TypeVar("T")
 
+# Examples per property for a long run on demand; unset, CI's few and fixed ones.
+FUZZ_EXAMPLES = int(os.environ.get("BANK_FUZZ_EXAMPLES") or 0)
+
 FUZZ = settings(
     max_examples=80,
     deadline=None,
-    derandomize=True,
+    derandomize=not FUZZ_EXAMPLES,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -174,8 +183,9 @@ def _assert_no_negative_money(data: object, shown: str) -> None:
 def run_property(
     server: Server, prop: Callable[..., None], examples: int = 80, **strategies: Any
 ) -> None:
-    """Run `prop` through Hypothesis (`examples` generated ones), then audit the books."""
-    test = settings(FUZZ, max_examples=examples)(given(**strategies)(prop))
+    """Run `prop` through Hypothesis (`examples` generated ones, or BANK_FUZZ_EXAMPLES),
+    then audit the books."""
+    test = settings(FUZZ, max_examples=FUZZ_EXAMPLES or examples)(given(**strategies)(prop))
     test()
     server.audit()
 

@@ -242,7 +242,7 @@ async def test_a_malformed_json_request_logs_one_record(
 REFUSED_BEFORE_GRAPHQL: list[tuple[str, dict[str, Any], int]] = [
     ("GET mutation", {"method": "GET", "url": "/graphql", "params": {"query": DEPOSIT}}, 405),
     ("text/plain", {"method": "POST", "url": "/graphql", "content": b"{}",
-                    "headers": {"Content-Type": "text/plain"}}, 400),
+                    "headers": {"Content-Type": "text/plain"}}, 415),
     ("batch", {"method": "POST", "url": "/graphql", "json": [{"query": "{ __typename }"}]}, 400),
 ]  # fmt: skip
 

@@ -1,9 +1,13 @@
-"""GraphQL errors the API raises on purpose, each with an `extensions.code`."""
+"""GraphQL errors the API raises on purpose, each with an `extensions.code`, and the one
+formatter every transport (HTTP, WebSocket) sends errors through."""
 
 import re
 from enum import StrEnum
+from typing import Any
 
 from graphql import GraphQLError
+from strawberry.exceptions import MissingQueryError
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from bank_graphql.ledger import is_busy, is_unavailable
 
@@ -16,6 +20,7 @@ class ErrorCode(StrEnum):
     GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
     BAD_USER_INPUT = "BAD_USER_INPUT"
     QUERY_TOO_COSTLY = "QUERY_TOO_COSTLY"
+    TOO_MANY_OPERATIONS = "TOO_MANY_OPERATIONS"
     DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
     DATABASE_BUSY = "DATABASE_BUSY"
     INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
@@ -39,12 +44,17 @@ _BAD_VARIABLE_VALUE = re.compile(
     r"provided|of non-null type .* must not be null)"
 )
 
+# The request names no operation it can run (HTTP refuses these before GraphQL runs).
+_BAD_REQUESTS = (MissingQueryError, CannotGetOperationTypeError, InvalidOperationTypeError)
+
 
 def error_code(error: GraphQLError) -> ErrorCode:
     """Classify an error of an execution result; INTERNAL_SERVER_ERROR means "mask it"."""
     original = error.original_error
     if isinstance(original, ApiError):
         return original.code
+    if isinstance(original, _BAD_REQUESTS):
+        return ErrorCode.BAD_REQUEST
     if original is not None and is_unavailable(original):
         return ErrorCode.DATABASE_UNAVAILABLE
     if original is not None and is_busy(original):
@@ -59,3 +69,26 @@ def error_code(error: GraphQLError) -> ErrorCode:
             return ErrorCode.BAD_USER_INPUT
         return ErrorCode.GRAPHQL_VALIDATION_FAILED
     return ErrorCode.INTERNAL_SERVER_ERROR
+
+
+# Errors whose own text is the server's business: the client gets these words instead.
+_MASKED_MESSAGES = {
+    ErrorCode.INTERNAL_SERVER_ERROR: "Internal server error",
+    ErrorCode.DATABASE_UNAVAILABLE: "The database is unavailable; try again shortly "
+    "(with the same idempotency key for a mutation).",
+    ErrorCode.DATABASE_BUSY: "The database is busy; try again shortly "
+    "(with the same idempotency key for a mutation).",
+}
+
+
+def format_error(error: GraphQLError) -> dict[str, Any]:
+    """The error as a client sees it, whatever the transport: a code always, and a generic
+    message instead of the server's own text for anything unexpected."""
+    code = error_code(error)
+    formatted: dict[str, Any] = dict(error.formatted)
+    if code in _MASKED_MESSAGES:
+        formatted["message"] = _MASKED_MESSAGES[code]
+        formatted["extensions"] = {"code": code.value}
+    else:
+        formatted["extensions"] = {**formatted.get("extensions", {}), "code": code.value}
+    return formatted

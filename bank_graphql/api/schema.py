@@ -1,15 +1,18 @@
-"""The Strawberry schema: types, scalars, and the extensions every request runs through."""
+"""The Strawberry schema: types, scalars, and the extensions every request runs through,
+whichever transport (HTTP or WebSocket) brought it."""
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import ParserCache, SchemaExtension, ValidationCache
+from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from bank_graphql.api.context import Context
+from bank_graphql.api.documents import CachedDocuments, DocumentCache
 from bank_graphql.api.errors import ErrorCode, error_code
 from bank_graphql.api.limits import QueryLimits, limit_extensions
 from bank_graphql.api.mutation import Mutation
@@ -33,6 +36,29 @@ class EndReadsAfterOperation(SchemaExtension):
 
 
 class BankSchema(strawberry.Schema):
+    def __init__(self, limits: QueryLimits) -> None:
+        self.limits = limits
+        self.documents = DocumentCache()
+        super().__init__(
+            query=Query,
+            mutation=Mutation,
+            config=StrawberryConfig(scalar_map=SCALARS),
+            extensions=[
+                *limit_extensions(limits),
+                lambda: CachedDocuments(self.documents, suggestions=limits.introspection),
+                RequestLog,
+                EndReadsAfterOperation,
+            ],
+        )
+
+    def _get_custom_context_kwargs(
+        self, operation_extensions: dict[str, Any] | None = None, *, sync: bool = False
+    ) -> dict[str, Any]:
+        # Coercing variables also suggests names ("Did you mean ...?"): those are the
+        # schema's, which a server without introspection does not tell.
+        kwargs = super()._get_custom_context_kwargs(operation_extensions, sync=sync)
+        return {**kwargs, "hide_suggestions": not self.limits.introspection}
+
     def process_errors(
         self,
         errors: list[GraphQLError],
@@ -49,18 +75,7 @@ class BankSchema(strawberry.Schema):
 
 
 def build_schema(limits: QueryLimits | None = None) -> BankSchema:
-    return BankSchema(
-        query=Query,
-        mutation=Mutation,
-        config=StrawberryConfig(scalar_map=SCALARS),
-        extensions=[
-            *limit_extensions(limits or QueryLimits()),
-            lambda: ParserCache(maxsize=1024),
-            lambda: ValidationCache(maxsize=1024),
-            RequestLog,
-            EndReadsAfterOperation,
-        ],
-    )
+    return BankSchema(limits or QueryLimits())
 
 
 # The schema as a module attribute, for `strawberry export-schema bank_graphql.api.schema`.

@@ -1,0 +1,229 @@
+"""GraphQL over WebSocket (`graphql-transport-ws` only) through the same schema as HTTP:
+the same limits, error codes, masking, log line and metrics per operation.
+
+A frame the protocol does not allow (not text, not a JSON object, a wrong or missing
+field) closes the socket with 4400 and a short reason. Bounds on what one connection may
+spend: `OPERATIONS_PER_CONNECTION_MAX` operations at once, `connection_init` within
+`CONNECTION_INIT_TIMEOUT_S`, ids up to `OPERATION_ID_CHARS_MAX` characters; a frame's
+size is bounded by the server's WebSocket message limit.
+"""
+
+import asyncio
+import logging
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing, suppress
+from typing import Any, cast
+
+from graphql import GraphQLError
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+from strawberry.asgi import ASGIWebSocketAdapter
+from strawberry.http.exceptions import (
+    NonJsonMessageReceived,
+    NonTextMessageReceived,
+    WebSocketDisconnected,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+    Operation,
+)
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    Message,
+    SubscribeMessage,
+)
+from strawberry.types import ExecutionResult
+from strawberry.types.execution import PreExecutionError
+
+from bank_graphql.api.context import Context
+from bank_graphql.api.errors import ApiError, ErrorCode, format_error
+from bank_graphql.http_errors import dump_json, load_json, record_refusal
+
+log = logging.getLogger(__name__)
+
+OPERATIONS_PER_CONNECTION_MAX = 10
+CONNECTION_INIT_TIMEOUT_S = 10
+OPERATION_ID_CHARS_MAX = 128
+
+# Close codes of the protocol, as error codes in the request log and the error metric.
+_CLOSE_CODES = {
+    4400: "BAD_REQUEST",
+    4401: "UNAUTHORIZED",
+    4403: "FORBIDDEN",
+    4406: "SUBPROTOCOL_NOT_ACCEPTABLE",
+    4408: "CONNECTION_INIT_TIMEOUT",
+    4409: "OPERATION_ID_IN_USE",
+    4429: "TOO_MANY_INITIALISATION_REQUESTS",
+}
+
+
+class WebSocketAdapter(ASGIWebSocketAdapter):
+    """Frames in: text frames holding JSON. Frames out: JSON in text frames."""
+
+    async def iter_json(
+        self,
+        *,
+        ignore_parsing_errors: bool = False,  # noqa: ARG002 - the base signature
+    ) -> AsyncGenerator[object, None]:
+        while self.ws.application_state != WebSocketState.DISCONNECTED:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                raise NonTextMessageReceived
+            try:
+                yield load_json(text)
+            except ValueError as exc:
+                raise NonJsonMessageReceived from exc
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        if WebSocketState.DISCONNECTED in (self.ws.application_state, self.ws.client_state):
+            raise WebSocketDisconnected
+        try:
+            await self.ws.send_text(dump_json(message).decode())
+        except (WebSocketDisconnect, RuntimeError) as exc:  # closed meanwhile
+            raise WebSocketDisconnected from exc
+
+    async def close(self, code: int, reason: str) -> None:
+        record_refusal(_CLOSE_CODES.get(code, "BAD_REQUEST"), close_code=code)
+        # A close frame carries at most 123 bytes of reason.
+        reason = reason.encode()[:123].decode(errors="ignore")
+        with suppress(RuntimeError):  # already closed
+            await self.ws.close(code=code, reason=reason)
+
+
+def _protocol_error(message: object) -> str | None:
+    """Why `message` is not a frame of the protocol, or None when it is one."""
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        return "a message must be a JSON object with a type"
+    kind = message["type"]
+    if kind in {"connection_init", "ping", "pong"}:
+        payload = message.get("payload")
+        return None if payload is None or isinstance(payload, dict) else "invalid payload"
+    if kind not in {"subscribe", "complete"}:
+        return "unknown message type"
+    operation_id = message.get("id")
+    if not isinstance(operation_id, str) or not operation_id:
+        return "an operation needs an id"
+    if len(operation_id) > OPERATION_ID_CHARS_MAX:
+        return f"an operation id has at most {OPERATION_ID_CHARS_MAX} characters"
+    if kind == "complete":
+        return None
+    payload = message.get("payload")
+    if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
+        return "subscribe needs a payload with a query"
+    for key, kinds in (("variables", dict), ("extensions", dict), ("operationName", str)):
+        if payload.get(key) is not None and not isinstance(payload[key], kinds):
+            return f"invalid {key}"
+    return None
+
+
+def _error(code: ErrorCode, message: str) -> GraphQLError:
+    return GraphQLError(message, original_error=ApiError(code, message))
+
+
+def _error_message(operation_id: str, errors: list[GraphQLError] | None) -> Message:
+    payload = [format_error(e) for e in errors or ()]
+    return cast(Message, {"id": operation_id, "type": "error", "payload": payload})
+
+
+def _next_message(operation_id: str, result: ExecutionResult) -> Message:
+    payload: dict[str, Any] = {"data": result.data}
+    if result.errors:
+        payload["errors"] = [format_error(e) for e in result.errors]
+    return cast(Message, {"id": operation_id, "type": "next", "payload": payload})
+
+
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """Each operation gets a context of its own (its own read snapshot), runs through the
+    schema like an HTTP request, and its errors go through `format_error`.
+
+    Queries and mutations run to the end, as over HTTP: a client's `complete`, or its
+    leaving, only stops their results from being sent.
+    """
+
+    context: Context
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.running: set[asyncio.Task[None]] = set()
+
+    async def handle_message(self, message: Message) -> None:
+        problem = _protocol_error(message)
+        if problem is not None:
+            await self.handle_invalid_message(problem)
+            return
+        if message["type"] == "connection_init" and message.get("payload") is None:
+            message = {"type": "connection_init", "payload": {}}
+        await super().handle_message(message)
+
+    async def handle_subscribe(self, message: SubscribeMessage) -> None:
+        if not self.connection_acknowledged:
+            await self.websocket.close(code=4401, reason="Unauthorized")
+            return
+        if message["id"] in self.operations:
+            await self.websocket.close(code=4409, reason="an operation with this id is running")
+            return
+        payload = message["payload"]
+        operation = Operation(
+            self,
+            message["id"],
+            payload["query"],
+            payload.get("variables"),
+            payload.get("operationName"),
+        )
+        refusal = None
+        if not operation.query:  # as HTTP words it
+            refusal = _error(ErrorCode.BAD_REQUEST, "No GraphQL query found in the request")
+        elif len(self.running) >= OPERATIONS_PER_CONNECTION_MAX:
+            refusal = _error(
+                ErrorCode.TOO_MANY_OPERATIONS,
+                f"at most {OPERATIONS_PER_CONNECTION_MAX} operations run at once on one "
+                "connection: wait for one to complete",
+            )
+        if refusal is not None:
+            await self.send_message(_error_message(operation.id, [refusal]))
+            return
+        self.operations[operation.id] = operation
+        operation.task = asyncio.create_task(self.run_operation(operation))
+        self.running.add(operation.task)
+        operation.task.add_done_callback(self.running.discard)
+
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        try:
+            source = await self.schema.stream(
+                operation.query,
+                variable_values=operation.variables,
+                context_value=Context(ledger=self.context.ledger),
+                operation_name=operation.operation_name,
+            )
+            # Read the stream to its end, whether or not the client still listens, so that
+            # the schema's extensions (the request log line) close as they do over HTTP.
+            async with aclosing(source):
+                async for result in source:
+                    if isinstance(result, PreExecutionError):
+                        await self._send(operation, _error_message(operation.id, result.errors))
+                    else:  # incremental delivery (@defer, @stream) is not enabled
+                        message = _next_message(operation.id, cast(ExecutionResult, result))
+                        await self._send(operation, message)
+            await self._send(operation, cast(Message, {"id": operation.id, "type": "complete"}))
+        except Exception:
+            log.exception("unexpected error in a websocket operation")
+            error = _error(ErrorCode.INTERNAL_SERVER_ERROR, "unexpected error")
+            await self._send(operation, _error_message(operation.id, [error]))
+
+    async def _send(self, operation: Operation[Context, None], message: Message) -> None:
+        try:
+            await operation.send_operation_message(message)
+        except WebSocketDisconnected:
+            operation.completed = True  # the client has gone: nothing more to send it
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        operation = self.operations.pop(operation_id, None)
+        if operation is not None:
+            operation.completed = True  # send nothing more; the id is free again
+
+    async def shutdown(self) -> None:
+        await super().shutdown()
+        for task in list(self.running):
+            with suppress(Exception, asyncio.CancelledError):
+                await task
