@@ -50,8 +50,27 @@ def build_parser() -> argparse.ArgumentParser:
         prog="bank-graphql", description="A banking ledger served as a GraphQL API."
     )
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_serve_options(commands.add_parser("serve", help="run the GraphQL server"))
 
-    serve = commands.add_parser("serve", help="run the GraphQL server")
+    migrate_cmd = commands.add_parser("migrate", help="apply schema.sql to the database")
+    _add_database_url(migrate_cmd, embedded=False)
+
+    prune = commands.add_parser(
+        "prune-keys",
+        help="delete idempotency keys older than the retention (the server's "
+        "sweeper also does it hourly)",
+    )
+    _add_database_url(prune, embedded=False)
+    prune.add_argument(
+        "--older-than-days",
+        type=int,
+        default=int(_env("BANK_KEY_RETENTION_DAYS", "7")),
+        help="retention in days, at least 7 (env BANK_KEY_RETENTION_DAYS, default 7)",
+    )
+    return parser
+
+
+def _add_serve_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--host",
         default=_env("BANK_HOST", "127.0.0.1"),
@@ -123,23 +142,6 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["critical", "error", "warning", "info", "debug"],
         help="log level (env BANK_LOG_LEVEL, default info)",
     )
-
-    migrate_cmd = commands.add_parser("migrate", help="apply schema.sql to the database")
-    _add_database_url(migrate_cmd, embedded=False)
-
-    prune = commands.add_parser(
-        "prune-keys",
-        help="delete idempotency keys older than the retention (the server's "
-        "sweeper also does it hourly)",
-    )
-    _add_database_url(prune, embedded=False)
-    prune.add_argument(
-        "--older-than-days",
-        type=int,
-        default=int(_env("BANK_KEY_RETENTION_DAYS", "7")),
-        help="retention in days, at least 7 (env BANK_KEY_RETENTION_DAYS, default 7)",
-    )
-    return parser
 
 
 async def _prune_keys(database_url: str, retention_days: int) -> int:
