@@ -173,18 +173,18 @@ async def test_results_of_a_literal_batch_count_its_items(make_client: MakeClien
     client = await make_client(queries=QueryLimits(cost_max=500))
     await funded(client, "src", 100, 0)
     await funded(client, "dst", 0, 0)
-    # The payload, then per item: its result, the account and a page of 100 entries.
+    # Per item: the write, its result, the account and a page of 100 entries.
     errors = assert_refused(await post(client, _literal_batch(5)), "QUERY_TOO_COSTLY")
-    assert "511 objects" in errors[0]["message"], errors
+    assert "515 objects" in errors[0]["message"], errors
     data = await client.ok('{ account(id: "src") { balance } }')
     assert data["account"]["balance"] == 100
-    data = await client.ok(_literal_batch(4))  # 409
+    data = await client.ok(_literal_batch(4))  # 412
     assert len(data["transferBatch"]["results"]) == 4
-    # A variable may hold a full batch: the payload, its errors and 1,000 results.
+    # A variable may hold a full batch: 1,000 writes, the errors and 1,000 results.
     errors = assert_refused(
         await post(client, BATCH % "results { balance }", transfers=[]), "QUERY_TOO_COSTLY"
     )
-    assert "1002 objects" in errors[0]["message"], errors
+    assert "2001 objects" in errors[0]["message"], errors
 
 
 # --- cursors that are not positions -------------------------------------------------------
@@ -368,3 +368,28 @@ async def test_an_over_long_integer_variable_is_refused_cleanly(gql: GraphQLClie
             assert response.status_code < 500, response.text[:500]
             codes = {"BAD_USER_INPUT", "BAD_REQUEST"}
             assert_clean_refusal(response.json(), codes, (digits, document))
+
+
+async def test_every_batch_item_counts_even_with_no_results_asked(gql: GraphQLClient) -> None:
+    """Each item is a write: aliased batches cannot multiply the batch cap past the cost."""
+    await funded(gql, "src", 10_000, 0)
+    await funded(gql, "dst", 0, 0)
+    items = [{"sourceAccountId": "src", "targetAccountId": "dst", "amount": 1}] * 1000
+    aliased = (
+        "mutation($transfers: [TransferInput!]!) {"
+        + " ".join(
+            f"b{n}: transferBatch(input: {{transfers: $transfers}}) {{ errors {{ code }} }}"
+            for n in range(30)
+        )
+        + "}"
+    )
+    errors = assert_refused(await post(gql, aliased, transfers=items), "QUERY_TOO_COSTLY")
+    assert "30030 objects" in errors[0]["message"], errors
+    data = await gql.ok('{ account(id: "src") { balance } }')
+    assert data["account"]["balance"] == 10_000  # nothing ran
+
+    # One full batch, with no results asked, still runs.
+    data = await gql.ok(BATCH % "", {"transfers": items})
+    assert data["transferBatch"]["errors"] == []
+    data = await gql.ok('{ account(id: "src") { balance } }')
+    assert data["account"]["balance"] == 9_000

@@ -5,9 +5,10 @@ its page size (`first`/`last`, 50 by default, the ceiling when given by a variab
 the number of parents it hangs under; any other object field counts 1 per parent
 (connection plumbing, `edges`, `nodes`, `node`, `pageInfo`, is free; so are scalars).
 `accounts(first: 100) { nodes { transactions(first: 100) { nodes { id } } } }` costs
-10,100; a dashboard of 100 accounts read by alias costs 100. A batch's `results` counts
-its items: the length of a literal `transfers` list, or the batch maximum (1,000) when a
-variable gives the list, since validation runs (and is cached) before variables are seen.
+10,100; a dashboard of 100 accounts read by alias costs 100. A batch counts one per item
+(each is a write), and its `results` count its items again: the length of a literal
+`transfers` list, or the batch maximum (1,000) when a variable gives the list, since
+validation runs (and is cached) before variables are seen.
 
 Depth counts nested object fields, introspection fields excepted; aliases are counted
 over the whole document. All three follow fragments as if expanded, but measure each
@@ -123,8 +124,11 @@ class DocumentMeasures:
             return Measure(aliases=aliases)  # a scalar: resolved with its parent
         name = field.name.value
         count = max(_rows(field, items), 1)
-        inner = self.of(field.selection_set, _batch_items(field) if name == _BATCH_FIELD else items)
-        own = 0 if name in _CONNECTION_PLUMBING else count
+        batch_items = _batch_items(field) if name == _BATCH_FIELD else 0
+        inner = self.of(field.selection_set, batch_items or items)
+        # A batch costs each of its items, a write, whether or not its results are asked
+        # for: aliased batches cannot multiply the batch cap past the cost limit.
+        own = 0 if name in _CONNECTION_PLUMBING else max(count, batch_items)
         depth = 0 if name.startswith("__") else 1 + inner.depth
         return Measure(own + count * inner.cost, depth, aliases + inner.aliases)
 
