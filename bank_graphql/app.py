@@ -14,6 +14,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
 
 from bank_graphql import metrics
 from bank_graphql.api.schema import build_schema
@@ -50,6 +51,13 @@ async def http_error(request: Request, exc: Exception) -> Response:
     response = error_response(exc.status_code, code, exc.detail, method=request.method)
     response.headers.update(exc.headers or {})
     return response
+
+
+async def websocket_not_found(websocket: WebSocket) -> None:
+    """A websocket to a path with none: the coded 404 an HTTP request gets, where a bare
+    close would answer 403 with no body."""
+    response = error_response(404, "NOT_FOUND", "Not Found", method="GET")
+    await websocket.send_denial_response(response)
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -94,6 +102,7 @@ def create_app(settings: Settings) -> Starlette:
             WebSocketRoute("/graphql", endpoint),
             Route("/health", health),
             Route("/metrics", prometheus_metrics),
+            WebSocketRoute("/{path:path}", websocket_not_found),
         ],
         middleware=middleware,
         exception_handlers={HTTPException: http_error},

@@ -131,6 +131,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._body_late and not self.transport.is_closing():
             self.transport.close()
 
+    def send_400_response(self, msg: str) -> None:
+        """A request the parser cannot read gets the coded JSON error every refusal gets."""
+        self._answer(400, "BAD_REQUEST", msg)
+
     # Deadlines and refusals
 
     def _arm_head_timer(self) -> None:

@@ -393,3 +393,19 @@ async def test_every_batch_item_counts_even_with_no_results_asked(gql: GraphQLCl
     assert data["transferBatch"]["errors"] == []
     data = await gql.ok('{ account(id: "src") { balance } }')
     assert data["account"]["balance"] == 9_000
+
+
+async def test_an_error_message_is_never_much_larger_than_its_request(gql: GraphQLClient) -> None:
+    """graphql-core echoes a bad value, indented by its depth: messages are cut short."""
+    nested = "[" * 150 + "1" + "]" * 150
+    document = (
+        "{"
+        + " ".join(f"a{n}: accounts(first: {nested}) {{ nodes {{ id }} }}" for n in range(30))
+        + "}"
+    )
+    response = await gql.http.post("/graphql", json={"query": document})
+    errors = response.json()["errors"]
+    assert errors
+    assert all(e["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED" for e in errors)
+    assert all(len(e["message"]) <= 1000 for e in errors), max(len(e["message"]) for e in errors)
+    assert len(response.content) < 20 * len(document)

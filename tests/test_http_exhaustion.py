@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from bank_graphql.settings import settings_from_env
@@ -210,3 +210,37 @@ def test_a_limit_that_is_not_positive_stops_the_server_at_start() -> None:
     environ = {"DATABASE_URL": "postgresql://nowhere/none", "BANK_HEADER_READ_TIMEOUT_S": "0"}
     with pytest.raises(ValueError, match="header_read_timeout_s must be positive"):
         settings_from_env(environ)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        # Both framings at once: a smuggling attempt.
+        b"POST /graphql HTTP/1.1\r\nHost: bank\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET /health HTTP/1.1\r\nHost bank\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 32,  # TLS to a plain port
+    ],
+)
+def test_a_malformed_request_gets_a_coded_400(
+    database_url: str, serve: Serve, request_bytes: bytes
+) -> None:
+    server = serve("--database-url", database_url)
+    with _connect(server) as sock:
+        sock.sendall(request_bytes)
+        response, closed = _hold(sock, CLOSE_WAIT_S)
+    assert closed
+    assert _status(response) == 400
+    assert _error_code(response) == "BAD_REQUEST"
+
+
+@pytest.mark.parametrize("path", ["/nope", "/health", "/graphql/"])
+def test_a_websocket_to_an_unknown_path_is_a_coded_404(
+    database_url: str, serve: Serve, path: str
+) -> None:
+    server = serve("--database-url", database_url)
+    with pytest.raises(InvalidStatus) as refused:
+        ws_connect(f"ws://127.0.0.1:{server.port}{path}", open_timeout=CLOSE_WAIT_S)
+    response = refused.value.response
+    assert response.status_code == 404
+    assert json.loads(response.body)["errors"][0]["extensions"]["code"] == "NOT_FOUND"

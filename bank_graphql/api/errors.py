@@ -81,6 +81,11 @@ _MASKED_MESSAGES = {
 }
 
 
+# graphql-core echoes a bad value in its message, indented by its depth: a few hundred
+# bytes of nested lists would make a message of tens of kilobytes.
+MESSAGE_CHARS_MAX = 1000
+
+
 def format_error(error: GraphQLError) -> dict[str, Any]:
     """The error as a client sees it, whatever the transport: a code always, and a generic
     message instead of the server's own text for anything unexpected."""
@@ -91,4 +96,7 @@ def format_error(error: GraphQLError) -> dict[str, Any]:
         formatted["extensions"] = {"code": code.value}
     else:
         formatted["extensions"] = {**formatted.get("extensions", {}), "code": code.value}
+        message = formatted["message"]
+        if len(message) > MESSAGE_CHARS_MAX:
+            formatted["message"] = message[: MESSAGE_CHARS_MAX - 1] + "…"
     return formatted
