@@ -116,6 +116,37 @@ async def test_batch_item_credits_cashback_due_before_its_timestamp(
     await audit()
 
 
+@pytest.mark.parametrize("atomic", [False, True], ids=["not-atomic", "atomic"])
+async def test_client_clock_now_moves_with_each_batch_item(
+    gql: GraphQLClient, db: Db, audit: Any, atomic: bool
+) -> None:
+    """On the client clock, now is the greatest timestamp a successful mutation used, batch
+    items included: an untimed item on accounts no earlier item touched is stamped at it,
+    after the cashback due by then."""
+    for account in ("ca", "cb", "cc", "cd"):
+        assert (await create(gql, account, 0))["errors"] == []
+    assert (await deposit(gql, "ca", 1_000, 0))["errors"] == []
+    assert (await deposit(gql, "cc", 10_000, 0))["errors"] == []
+    assert await pay_quiet(gql, "cc", 1_000, 0) == DAY_MS
+
+    payload = await batch(
+        gql,
+        [batch_item("ca", "cb", 1, 100_000_000), batch_item("cc", "cd", 1)],
+        atomic=atomic,
+    )
+
+    assert item_codes(payload) == ["OK", "OK"]
+    assert payload["results"][1]["entry"]["timestamp"] == 100_000_000
+    assert await history(db, "cc") == [
+        (0, "DEPOSIT", 10_000, 10_000),
+        (0, "PAYMENT", 1_000, 9_000),
+        (DAY_MS, "CASHBACK", 20, 9_020),
+        (100_000_000, "TRANSFER_OUT", 1, 9_019),
+    ]
+    assert await cashback_left_behind(db) == []
+    await audit()
+
+
 # -- system clock: the other account's newest entry is ahead of now ---------------------------
 
 SYSTEM_NOW = 1_700_000_000_000

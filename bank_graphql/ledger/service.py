@@ -296,6 +296,8 @@ class Ledger:
             checkpoint = uow.checkpoint()
             try:
                 applied[index] = await self._apply_transfer(uow, batch.requests[index], now)
+                if self.clock is ClockMode.CLIENT:  # later items see the clock it moved
+                    now = max(now, applied[index].ts)
             except Refused as refused:
                 if atomic:
                     raise BatchAborted(index, refused.refusals) from None
@@ -553,8 +555,9 @@ class Ledger:
         """
         newest = max(a.last_entry_at for a in accounts)
         stamp = max(now, newest) if requested is None else requested
-        if stamp > now:
-            await uow.settle_cashback(stamp, only=[a.id for a in accounts])
+        # Always asked: a batch's now may have moved past what was settled when it began;
+        # accounts with nothing due by `stamp` cost no query.
+        await uow.settle_cashback(stamp, only=[a.id for a in accounts])
         if requested is not None and requested < newest:
             raise Refused([checks.out_of_order(requested, newest)])
         return stamp
