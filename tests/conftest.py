@@ -5,6 +5,7 @@ client talking to the app through ASGI (the app's lifespan runs for real), and r
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,18 +55,28 @@ def template_db(server_url: str) -> Iterator[str]:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(TEMPLATE)))
 
 
-@pytest.fixture
-def database_url(server_url: str, template_db: str) -> Iterator[str]:
-    name = f"bank_test_{uuid.uuid4().hex[:12]}"
+@contextmanager
+def cloned_database(server_url: str, template: str, prefix: str = "bank_test") -> Iterator[str]:
+    """A database of its own, cloned from `template`; dropped afterwards, even while a server
+    still holds connections to it."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(
             sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template_db)
+                sql.Identifier(name), sql.Identifier(template)
             )
         )
-    yield _with_database(server_url, name)
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    try:
+        yield _with_database(server_url, name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def database_url(server_url: str, template_db: str) -> Iterator[str]:
+    with cloned_database(server_url, template_db) as url:
+        yield url
 
 
 class GraphQLClient:

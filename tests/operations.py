@@ -270,9 +270,9 @@ def batch_item(
 
 
 async def batch(
-    gql: GraphQLClient, items: list[dict[str, Any]], *, atomic: bool = False
+    gql: GraphQLClient, items: list[dict[str, Any]], *, atomic: bool = False, document: str = BATCH
 ) -> dict[str, Any]:
-    data = await gql.ok(BATCH, {"transfers": items, "atomic": atomic})
+    data = await gql.ok(document, {"transfers": items, "atomic": atomic})
     payload: dict[str, Any] = data["transferBatch"]
     return payload
 

@@ -12,7 +12,6 @@ log holds no error, and the server still answers over HTTP and WebSocket.
 import asyncio
 import json
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,11 +23,11 @@ import psycopg
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from psycopg import sql
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from bank_graphql.ledger import audit_books
+from tests.conftest import cloned_database
 from tests.servers import Server, launch
 from tests.test_fuzz import (
     ACCOUNTS,
@@ -69,36 +68,30 @@ class Fuzzed:
 def fuzzed(
     server_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Fuzzed]:
-    name = f"bank_wsfuzz_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template_db)
-            )
-        )
-    url = psycopg.conninfo.make_conninfo(server_url, dbname=name)
     log = Path(tmp_path_factory.mktemp("wsfuzz")) / "server.log"
-    args = ("--database-url", url, "--clock", "client", "--no-introspection", "--no-graphiql")
-    server = launch(*args, log=log)
-    try:
-        server.wait_healthy(60)
-        fuzz = Fuzzed(server, url)
-        for account in ACCOUNTS + SPARES:
-            body = fuzz.post(
-                {
-                    "query": "mutation($id: ID!, $amount: Money!) {"
-                    " c: createAccount(input: {id: $id, timestamp: 1000}) { errors { code } }"
-                    " d: deposit(input: {accountId: $id, amount: $amount, timestamp: 1000})"
-                    " { errors { code } } }",
-                    "variables": {"id": account, "amount": START_BALANCE},
-                }
-            )
-            assert body == {"data": {"c": {"errors": []}, "d": {"errors": []}}}, body
-        yield fuzz
-    finally:
-        server.stop()
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    with cloned_database(server_url, template_db, "bank_wsfuzz") as url:
+        args = ("--database-url", url, "--clock", "client", "--no-introspection", "--no-graphiql")
+        server = launch(*args, log=log)
+        try:
+            server.wait_healthy(60)
+            yield _fuzzed_with_accounts(Fuzzed(server, url))
+        finally:
+            server.stop()
+
+
+def _fuzzed_with_accounts(fuzz: Fuzzed) -> Fuzzed:
+    for account in ACCOUNTS + SPARES:
+        body = fuzz.post(
+            {
+                "query": "mutation($id: ID!, $amount: Money!) {"
+                " c: createAccount(input: {id: $id, timestamp: 1000}) { errors { code } }"
+                " d: deposit(input: {accountId: $id, amount: $amount, timestamp: 1000})"
+                " { errors { code } } }",
+                "variables": {"id": account, "amount": START_BALANCE},
+            }
+        )
+        assert body == {"data": {"c": {"errors": []}, "d": {"errors": []}}}, body
+    return fuzz
 
 
 # --- frames ------------------------------------------------------------------------------

@@ -20,10 +20,17 @@ from tests.operations import (
     MAX_MONEY,
     TRANSFER,
     balance,
+    batch,
     deposit,
     funded,
     merge,
     pay,
+)
+from tests.operations import (
+    batch_item as item,
+)
+from tests.operations import (
+    item_codes as outcome_codes,
 )
 
 Audit = Callable[[], Awaitable[None]]
@@ -44,35 +51,10 @@ mutation($transfers: [TransferInput!]!, $atomic: Boolean! = false) {
 }"""
 
 
-def item(
-    source: str, target: str, amount: int, ts: int | None = None, key: str | None = None
-) -> dict[str, Any]:
-    transfer_input: dict[str, Any] = {
-        "sourceAccountId": source,
-        "targetAccountId": target,
-        "amount": amount,
-    }
-    if ts is not None:
-        transfer_input["timestamp"] = ts
-    if key is not None:
-        transfer_input["idempotencyKey"] = key
-    return transfer_input
-
-
 async def run_batch(
     gql: GraphQLClient, items: list[dict[str, Any]], *, atomic: bool = False
 ) -> dict[str, Any]:
-    data = await gql.ok(BATCH, {"transfers": items, "atomic": atomic})
-    payload: dict[str, Any] = data["transferBatch"]
-    return payload
-
-
-def outcome_codes(payload: dict[str, Any]) -> list[str]:
-    """Each item's outcome: "OK", or the codes of its errors joined by "+"."""
-    return [
-        "+".join(e["code"] for e in result["errors"]) if result["errors"] else "OK"
-        for result in payload["results"]
-    ]
+    return await batch(gql, items, atomic=atomic, document=BATCH)
 
 
 def item_field(index: int, name: str) -> list[str]:

@@ -5,7 +5,6 @@ same answers, limits, error codes and log line as HTTP; protocol errors close wi
 import asyncio
 import contextlib
 import json
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -15,13 +14,13 @@ import httpx
 import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from psycopg import sql
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from bank_graphql.app import create_app
 from bank_graphql.graphql_ws import CONNECTION_INIT_TIMEOUT_S
 from bank_graphql.settings import Settings
+from tests.conftest import cloned_database
 from tests.servers import Serve, Server, launch
 from tests.test_request_pipeline import MISSPELT, suggestion_free
 
@@ -39,23 +38,14 @@ def server(
     server_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     """One server for the module's tests, on a database of its own (tests use their own ids)."""
-    name = f"bank_ws_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template_db)
-            )
-        )
-    url = psycopg.conninfo.make_conninfo(server_url, dbname=name)
     log = Path(tmp_path_factory.mktemp("ws")) / "server.log"
-    started = launch("--database-url", url, "--clock", "client", "--no-graphiql", log=log)
-    try:
-        started.wait_healthy(60)
-        yield started
-    finally:
-        started.stop()
-        with psycopg.connect(server_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    with cloned_database(server_url, template_db, "bank_ws") as url:
+        started = launch("--database-url", url, "--clock", "client", "--no-graphiql", log=log)
+        try:
+            started.wait_healthy(60)
+            yield started
+        finally:
+            started.stop()
 
 
 # --- a small client ----------------------------------------------------------------------
