@@ -3,6 +3,7 @@ client talking to the app through ASGI (the app's lifespan runs for real), and r
 `bank-graphql serve` processes."""
 
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ def _with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_url() -> Iterator[str]:
     """A PostgreSQL server: BANK_TEST_DATABASE_URL when set, else an embedded one."""
     url = os.environ.get("BANK_TEST_DATABASE_URL")
     if url:
@@ -35,12 +36,15 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     from bank_graphql.embedded import EmbeddedPostgres
 
-    embedded = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg")) / "data")
-    url = embedded.start()
-    try:
-        yield _with_database(url, "postgres")
-    finally:
-        embedded.stop()
+    # Not under pytest's temporary folders: another pytest run on this machine may delete
+    # older ones while this session's PostgreSQL still lives there.
+    with tempfile.TemporaryDirectory(prefix="bank-graphql-test-pg-") as folder:
+        embedded = EmbeddedPostgres(Path(folder) / "data")
+        url = embedded.start()
+        try:
+            yield _with_database(url, "postgres")
+        finally:
+            embedded.stop()
 
 
 @pytest.fixture(scope="session")
