@@ -108,6 +108,11 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
         default=os.environ.get("BANK_GRAPHIQL", "1") == "0",
         help="do not serve the GraphiQL page at GET /graphql (env BANK_GRAPHIQL=0)",
     )
+    _add_edge_options(serve)
+
+
+def _add_edge_options(serve: argparse.ArgumentParser) -> None:
+    """How the server faces its clients: shutdown grace, introspection, CORS, connections, logs."""
     serve.add_argument(
         "--shutdown-timeout-s",
         type=float,

@@ -76,6 +76,24 @@ async def history(db: Db, account: str) -> list[tuple[int, str, int, int]]:
     return [tuple(row) for row in await cursor.fetchall()]  # type: ignore[misc]
 
 
+async def cashback_due_on_cc_at_one_day(gql: GraphQLClient, *accounts: str) -> None:
+    """`accounts` created at 0; ca holds 1,000; cc 10,000 and paid 1,000, cashback due a day on."""
+    for account in accounts:
+        assert (await create(gql, account, 0))["errors"] == []
+    assert (await deposit(gql, "ca", 1_000, 0))["errors"] == []
+    assert (await deposit(gql, "cc", 10_000, 0))["errors"] == []
+    assert await pay_quiet(gql, "cc", 1_000, 0) == DAY_MS
+
+
+# cc's ledger once its cashback is credited at its due time, before 1 sent at 100,000,000.
+CC_CREDITED_THEN_SENT_ONE = [
+    (0, "DEPOSIT", 10_000, 10_000),
+    (0, "PAYMENT", 1_000, 9_000),
+    (DAY_MS, "CASHBACK", 20, 9_020),
+    (100_000_000, "TRANSFER_OUT", 1, 9_019),
+]
+
+
 # -- the reproduction: a batch item after an item that moved the timeline on -----------------
 
 
@@ -83,11 +101,7 @@ async def history(db: Db, account: str) -> list[tuple[int, str, int, int]]:
 async def test_batch_item_credits_cashback_due_before_its_timestamp(
     gql: GraphQLClient, db: Db, audit: Any, atomic: bool
 ) -> None:
-    for account in ("ca", "cb", "cc"):
-        assert (await create(gql, account, 0))["errors"] == []
-    assert (await deposit(gql, "ca", 1_000, 0))["errors"] == []
-    assert (await deposit(gql, "cc", 10_000, 0))["errors"] == []
-    assert await pay_quiet(gql, "cc", 1_000, 0) == DAY_MS
+    await cashback_due_on_cc_at_one_day(gql, "ca", "cb", "cc")
 
     payload = await batch(
         gql,
@@ -98,12 +112,7 @@ async def test_batch_item_credits_cashback_due_before_its_timestamp(
     assert item_codes(payload) == ["OK", "OK"]
     assert payload["results"][1]["entry"]["timestamp"] == 100_000_000
     assert payload["results"][1]["balance"] == 9_000 + 20 - 1
-    assert await history(db, "cc") == [
-        (0, "DEPOSIT", 10_000, 10_000),
-        (0, "PAYMENT", 1_000, 9_000),
-        (DAY_MS, "CASHBACK", 20, 9_020),
-        (100_000_000, "TRANSFER_OUT", 1, 9_019),
-    ]
+    assert await history(db, "cc") == CC_CREDITED_THEN_SENT_ONE
     assert await cashback_left_behind(db) == []
     read = await read_all(gql, "cc")
     assert read["account"]["balance"] == 9_019
@@ -123,11 +132,7 @@ async def test_client_clock_now_moves_with_each_batch_item(
     """On the client clock, now is the greatest timestamp a successful mutation used, batch
     items included: an untimed item on accounts no earlier item touched is stamped at it,
     after the cashback due by then."""
-    for account in ("ca", "cb", "cc", "cd"):
-        assert (await create(gql, account, 0))["errors"] == []
-    assert (await deposit(gql, "ca", 1_000, 0))["errors"] == []
-    assert (await deposit(gql, "cc", 10_000, 0))["errors"] == []
-    assert await pay_quiet(gql, "cc", 1_000, 0) == DAY_MS
+    await cashback_due_on_cc_at_one_day(gql, "ca", "cb", "cc", "cd")
 
     payload = await batch(
         gql,
@@ -137,12 +142,7 @@ async def test_client_clock_now_moves_with_each_batch_item(
 
     assert item_codes(payload) == ["OK", "OK"]
     assert payload["results"][1]["entry"]["timestamp"] == 100_000_000
-    assert await history(db, "cc") == [
-        (0, "DEPOSIT", 10_000, 10_000),
-        (0, "PAYMENT", 1_000, 9_000),
-        (DAY_MS, "CASHBACK", 20, 9_020),
-        (100_000_000, "TRANSFER_OUT", 1, 9_019),
-    ]
+    assert await history(db, "cc") == CC_CREDITED_THEN_SENT_ONE
     assert await cashback_left_behind(db) == []
     await audit()
 
