@@ -434,13 +434,8 @@ class Ledger:
             survivor.outgoing = add_to_total(survivor.outgoing, absorbed.outgoing)
             survivor.pending_cashback += absorbed.pending_cashback
             absorbed.pending_cashback = 0
-            survivor.next_cashback_due_at = min(
-                (
-                    due
-                    for due in (survivor.next_cashback_due_at, absorbed.next_cashback_due_at)
-                    if due is not None
-                ),
-                default=None,
+            survivor.next_cashback_due_at = _earliest(
+                survivor.next_cashback_due_at, absorbed.next_cashback_due_at
             )
             absorbed.next_cashback_due_at = None
             await uow.flush()
@@ -565,6 +560,10 @@ class Ledger:
     async def _advance_clock(self, conn: Conn, ts: int) -> None:
         if self.clock is ClockMode.CLIENT:
             await advance_client_clock(conn, ts)
+
+
+def _earliest(*times: int | None) -> int | None:
+    return min((t for t in times if t is not None), default=None)
 
 
 def _one_account_refusals(account_id: str, amount: int, timestamp: int | None) -> list[Refusal]:
