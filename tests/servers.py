@@ -10,7 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,3 +96,14 @@ def _limit_files(fd_limit: int) -> Callable[[], None]:
 Serve = Callable[..., Server]
 """The `serve` fixture: `serve(*args, env=None, healthy_s=60, fd_limit=None)` -> a healthy
 Server."""
+
+
+@contextmanager
+def running(*args: str, log: Path, healthy_s: float = 60) -> Iterator[Server]:
+    """A server launched with `args`, healthy, for the block; stopped after it."""
+    server = launch(*args, log=log)
+    try:
+        server.wait_healthy(healthy_s)
+        yield server
+    finally:
+        server.stop()

@@ -47,6 +47,22 @@ START_BALANCE = 1_000_000
 STACK_TRACE_MARKERS = ("Traceback", 'File "')
 
 
+# Each fuzzed server starts with these accounts, funded; OPENED answers each request.
+OPEN_FUNDED = (
+    "mutation($id: ID!, $amount: Money!) {"
+    " c: createAccount(input: {id: $id, timestamp: 1000}) { errors { code } }"
+    " d: deposit(input: {accountId: $id, amount: $amount, timestamp: 1000}) { errors { code } } }"
+)
+OPENED = {"data": {"c": {"errors": []}, "d": {"errors": []}}}
+
+
+def opening_requests() -> list[dict[str, Any]]:
+    return [
+        {"query": OPEN_FUNDED, "variables": {"id": account, "amount": START_BALANCE}}
+        for account in ACCOUNTS + SPARES
+    ]
+
+
 # --- the harness -------------------------------------------------------------------------
 
 
@@ -72,18 +88,9 @@ class Server:
 
     def start(self) -> None:
         self.run(self.lifespan.__aenter__())
-        for account in ACCOUNTS + SPARES:
-            body = self.post_json(
-                {
-                    "query": "mutation($id: ID!, $amount: Money!) {"
-                    " c: createAccount(input: {id: $id, timestamp: 1000}) { errors { code } }"
-                    " d: deposit(input: {accountId: $id, amount: $amount, timestamp: 1000})"
-                    " { errors { code } } }",
-                    "variables": {"id": account, "amount": START_BALANCE},
-                }
-            )
-            assert body["data"]["c"]["errors"] == [], body
-            assert body["data"]["d"]["errors"] == [], body
+        for request in opening_requests():
+            body = self.post_json(request)
+            assert body == OPENED, body
 
     def stop(self) -> None:
         try:

@@ -28,18 +28,17 @@ from websockets.sync.client import ClientConnection, connect
 
 from bank_graphql.ledger import audit_books
 from tests.conftest import cloned_database
-from tests.servers import Server, launch
+from tests.servers import Server, running
 from tests.test_fuzz import (
-    ACCOUNTS,
     FUZZ,
     FUZZ_EXAMPLES,
     NASTY_TEXT,
-    SPARES,
+    OPENED,
     STACK_TRACE_MARKERS,
-    START_BALANCE,
     documents,
     junk_json,
     mutation_requests,
+    opening_requests,
     texts,
 )
 
@@ -71,26 +70,14 @@ def fuzzed(
     log = Path(tmp_path_factory.mktemp("wsfuzz")) / "server.log"
     with cloned_database(server_url, template_db, "bank_wsfuzz") as url:
         args = ("--database-url", url, "--clock", "client", "--no-introspection", "--no-graphiql")
-        server = launch(*args, log=log)
-        try:
-            server.wait_healthy(60)
+        with running(*args, log=log) as server:
             yield _fuzzed_with_accounts(Fuzzed(server, url))
-        finally:
-            server.stop()
 
 
 def _fuzzed_with_accounts(fuzz: Fuzzed) -> Fuzzed:
-    for account in ACCOUNTS + SPARES:
-        body = fuzz.post(
-            {
-                "query": "mutation($id: ID!, $amount: Money!) {"
-                " c: createAccount(input: {id: $id, timestamp: 1000}) { errors { code } }"
-                " d: deposit(input: {accountId: $id, amount: $amount, timestamp: 1000})"
-                " { errors { code } } }",
-                "variables": {"id": account, "amount": START_BALANCE},
-            }
-        )
-        assert body == {"data": {"c": {"errors": []}, "d": {"errors": []}}}, body
+    for request in opening_requests():
+        body = fuzz.post(request)
+        assert body == OPENED, body
     return fuzz
 
 

@@ -21,7 +21,7 @@ from bank_graphql.app import create_app
 from bank_graphql.graphql_ws import CONNECTION_INIT_TIMEOUT_S
 from bank_graphql.settings import Settings
 from tests.conftest import cloned_database
-from tests.servers import Serve, Server, launch
+from tests.servers import Serve, Server, running
 from tests.test_request_pipeline import MISSPELT, suggestion_free
 
 PROTOCOL = "graphql-transport-ws"
@@ -39,13 +39,11 @@ def server(
 ) -> Iterator[Server]:
     """One server for the module's tests, on a database of its own (tests use their own ids)."""
     log = Path(tmp_path_factory.mktemp("ws")) / "server.log"
-    with cloned_database(server_url, template_db, "bank_ws") as url:
-        started = launch("--database-url", url, "--clock", "client", "--no-graphiql", log=log)
-        try:
-            started.wait_healthy(60)
-            yield started
-        finally:
-            started.stop()
+    with (
+        cloned_database(server_url, template_db, "bank_ws") as url,
+        running("--database-url", url, "--clock", "client", "--no-graphiql", log=log) as server,
+    ):
+        yield server
 
 
 # --- a small client ----------------------------------------------------------------------
