@@ -15,9 +15,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from bank_graphql.app import create_app
+from bank_graphql.edge.app import create_app
+from bank_graphql.edge.settings import Settings
 from bank_graphql.ledger import ClockMode, audit_books, migrate
-from bank_graphql.settings import Settings
 from tests.servers import Serve, Server, launch
 
 TEMPLATE = f"bank_template_{os.getpid()}"
@@ -34,7 +34,7 @@ def server_url() -> Iterator[str]:
     if url:
         yield url
         return
-    from bank_graphql.embedded import EmbeddedPostgres
+    from bank_graphql.ops.embedded import EmbeddedPostgres
 
     # Not under pytest's temporary folders: another pytest run on this machine may delete
     # older ones while this session's PostgreSQL still lives there.

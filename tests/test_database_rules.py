@@ -199,7 +199,7 @@ def test_ledger_knows_nothing_of_graphql_or_http() -> None:
         for path in _modules("ledger")
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.ImportFrom)
-        and (node.module or "").startswith(("bank_graphql.api", "bank_graphql.graphql_view"))
+        and (node.module or "").startswith(("bank_graphql.api", "bank_graphql.edge.graphql_view"))
     ] == []
 
 

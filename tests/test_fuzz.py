@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bank_graphql.app import create_app
+from bank_graphql.edge.app import create_app
+from bank_graphql.edge.settings import Settings
 from bank_graphql.ledger import ClockMode, audit_books
-from bank_graphql.settings import Settings
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from bank_graphql.settings import settings_from_env
+from bank_graphql.edge.settings import settings_from_env
 from tests.conftest import GraphQLClient
 from tests.servers import Serve, Server
 

@@ -21,10 +21,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import bank_graphql.ledger.clock as clock_module
-from bank_graphql.app import create_app
+import bank_graphql.ledger.storage.clock as clock_module
+from bank_graphql.edge.app import create_app
+from bank_graphql.edge.settings import Settings
 from bank_graphql.ledger import ClockMode, audit_books
-from bank_graphql.settings import Settings
 from tests.db_helpers import cashback_left_behind
 from tests.operations import BATCH, CREATE, DAY_MS, DEPOSIT, MAX_MONEY, MERGE
 

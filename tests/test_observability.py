@@ -67,7 +67,7 @@ def assert_operation_record(
 
 
 def as_json_line(record: logging.LogRecord) -> dict[str, Any]:
-    """The record as the server writes it (bank_graphql.logs' formatter), parsed back."""
+    """The record as the server writes it (bank_graphql.edge.logs' formatter), parsed back."""
     formatter = JsonFormatter("{asctime}{levelname}{name}{message}", style="{")
     line: dict[str, Any] = json.loads(formatter.format(record))
     return line
@@ -269,7 +269,7 @@ async def test_a_request_refused_before_graphql_logs_one_record(
 async def test_a_body_refused_as_too_large_logs_one_record(
     make_client: MakeClient, request_log: pytest.LogCaptureFixture
 ) -> None:
-    # bank_graphql.logs disables uvicorn's access line because "each request refused before
+    # bank_graphql.edge.logs disables uvicorn's access line because "each request refused before
     # GraphQL ran" logs a line of its own: a 413 must not leave the log silent.
     client = await make_client(body_bytes_max=100)
     request_log.clear()

@@ -13,9 +13,9 @@ import pytest
 
 from bank_graphql.api.limits import QueryLimits
 from bank_graphql.api.schema import BankSchema
-from bank_graphql.app import create_app
+from bank_graphql.edge.app import create_app
+from bank_graphql.edge.settings import Settings
 from bank_graphql.ledger import ClockMode
-from bank_graphql.settings import Settings
 from tests.conftest import GraphQLClient, MakeClient
 from tests.servers import Serve
 

@@ -17,9 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from bank_graphql.app import create_app
-from bank_graphql.graphql_ws import CONNECTION_INIT_TIMEOUT_S
-from bank_graphql.settings import Settings
+from bank_graphql.edge.app import create_app
+from bank_graphql.edge.graphql_ws import CONNECTION_INIT_TIMEOUT_S
+from bank_graphql.edge.settings import Settings
 from tests.conftest import cloned_database
 from tests.servers import Serve, Server, running
 from tests.test_request_pipeline import MISSPELT, suggestion_free

@@ -11,7 +11,7 @@ import binascii
 import re
 
 from bank_graphql.api.errors import ApiError, bad_input
-from bank_graphql.ledger.rules import MAX_TIMESTAMP_MS, is_account_id
+from bank_graphql.ledger.domain.rules import MAX_TIMESTAMP_MS, is_account_id
 
 # The longest cursor the server gives holds "a:" and a 64-character id: 88 characters.
 _CURSOR_LENGTH_MAX = 100

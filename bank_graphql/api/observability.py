@@ -12,8 +12,8 @@ from typing import Any
 from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
-from bank_graphql import metrics
 from bank_graphql.api.errors import error_code
+from bank_graphql.edge import metrics
 
 log = logging.getLogger("bank_graphql.requests")
 

@@ -7,7 +7,7 @@ from bank_graphql.api.context import Info
 from bank_graphql.api.errors import bad_input
 from bank_graphql.api.scalars import Money
 from bank_graphql.api.types import Account, Connection, Payment, Spender, connection, page_request
-from bank_graphql.ledger.rules import is_account_id, payment_number
+from bank_graphql.ledger.domain.rules import is_account_id, payment_number
 
 TOP_SPENDERS_MAX = 1000
 

@@ -19,7 +19,7 @@ from graphql import (
 )
 from strawberry.types.scalar import ScalarDefinition
 
-from bank_graphql.ledger.rules import MAX_MONEY, MAX_TIMESTAMP_MS
+from bank_graphql.ledger.domain.rules import MAX_MONEY, MAX_TIMESTAMP_MS
 
 Money = NewType("Money", int)
 Timestamp = NewType("Timestamp", int)

@@ -11,8 +11,9 @@ from bank_graphql.api.context import Info
 from bank_graphql.api.errors import bad_input
 from bank_graphql.api.scalars import Money, Timestamp
 from bank_graphql.ledger import EntryKind as LedgerEntryKind
-from bank_graphql.ledger import Page, PageRequest, models
-from bank_graphql.ledger.rules import payment_id
+from bank_graphql.ledger import Page, PageRequest
+from bank_graphql.ledger.domain import models
+from bank_graphql.ledger.domain.rules import payment_id
 
 PAGE_SIZE_MAX = 100
 PAGE_SIZE_DEFAULT = 50

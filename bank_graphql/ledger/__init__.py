@@ -1,19 +1,6 @@
 """The ledger: data access over PostgreSQL. Knows nothing of GraphQL or HTTP."""
 
-from bank_graphql.ledger.audit import audit_books
-from bank_graphql.ledger.cashback import Sweeper, SweepLimits
-from bank_graphql.ledger.clock import ClockMode
-from bank_graphql.ledger.database import (
-    Conn,
-    PoolLimits,
-    ensure_database,
-    is_busy,
-    is_unavailable,
-    migrate,
-    open_pool,
-)
-from bank_graphql.ledger.keyset import PageRequest
-from bank_graphql.ledger.models import (
+from bank_graphql.ledger.domain.models import (
     Account,
     BatchOutcome,
     Entry,
@@ -24,9 +11,22 @@ from bank_graphql.ledger.models import (
     TransferRequest,
     WriteOutcome,
 )
-from bank_graphql.ledger.reads import Snapshot
-from bank_graphql.ledger.refusals import Refusal, RefusalCode
+from bank_graphql.ledger.domain.refusals import Refusal, RefusalCode
 from bank_graphql.ledger.service import Ledger, WriteLimits
+from bank_graphql.ledger.storage.audit import audit_books
+from bank_graphql.ledger.storage.cashback import Sweeper, SweepLimits
+from bank_graphql.ledger.storage.clock import ClockMode
+from bank_graphql.ledger.storage.database import (
+    Conn,
+    PoolLimits,
+    ensure_database,
+    is_busy,
+    is_unavailable,
+    migrate,
+    open_pool,
+)
+from bank_graphql.ledger.storage.keyset import PageRequest
+from bank_graphql.ledger.storage.reads import Snapshot
 
 __all__ = [
     "Account",

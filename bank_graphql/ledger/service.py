@@ -14,13 +14,8 @@ from typing import Any, TypeVar
 
 from psycopg_pool import AsyncConnectionPool
 
-from bank_graphql.ledger import checks, idempotency
-from bank_graphql.ledger import clock as clocks
-from bank_graphql.ledger.cashback import SweepLimits
-from bank_graphql.ledger.clock import ClockMode, advance_client_clock, read_now
-from bank_graphql.ledger.database import Conn, in_transaction, ping
-from bank_graphql.ledger.idempotency import KeyedRequest, keyed_request
-from bank_graphql.ledger.models import (
+from bank_graphql.ledger.domain import checks
+from bank_graphql.ledger.domain.models import (
     Account,
     BatchOutcome,
     Entry,
@@ -29,23 +24,29 @@ from bank_graphql.ledger.models import (
     TransferRequest,
     WriteOutcome,
 )
-from bank_graphql.ledger.reads import Snapshot, open_snapshot
-from bank_graphql.ledger.refusals import Refusal, RefusalCode, Refused
-from bank_graphql.ledger.rules import (
+from bank_graphql.ledger.domain.refusals import Refusal, RefusalCode, Refused
+from bank_graphql.ledger.domain.rules import (
     CASHBACK_DELAY_MS,
     MAX_MONEY,
     MAX_TIMESTAMP_MS,
     add_to_total,
     cashback_of,
 )
-from bank_graphql.ledger.transfers import (
+from bank_graphql.ledger.storage import clock as clocks
+from bank_graphql.ledger.storage import idempotency
+from bank_graphql.ledger.storage.cashback import SweepLimits
+from bank_graphql.ledger.storage.clock import ClockMode, advance_client_clock, read_now
+from bank_graphql.ledger.storage.database import Conn, in_transaction, ping
+from bank_graphql.ledger.storage.idempotency import KeyedRequest, keyed_request
+from bank_graphql.ledger.storage.reads import Snapshot, open_snapshot
+from bank_graphql.ledger.storage.transfers import (
     AppliedTransfer,
     Batch,
     BatchAborted,
     transfer_key,
     transfer_refusals,
 )
-from bank_graphql.ledger.unit_of_work import LockedAccount, UnitOfWork
+from bank_graphql.ledger.storage.unit_of_work import LockedAccount, UnitOfWork
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Generic, TypeVar
 
-from bank_graphql.ledger.refusals import Refusal, RefusalCode
-from bank_graphql.ledger.rules import MAX_MONEY
+from bank_graphql.ledger.domain.refusals import Refusal, RefusalCode
+from bank_graphql.ledger.domain.rules import MAX_MONEY
 
 T = TypeVar("T")
 

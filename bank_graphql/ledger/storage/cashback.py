@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from psycopg import errors
 from psycopg_pool import AsyncConnectionPool
 
-from bank_graphql.ledger import idempotency
-from bank_graphql.ledger.clock import ClockMode, read_now
-from bank_graphql.ledger.database import Conn, is_busy, is_unavailable
-from bank_graphql.ledger.unit_of_work import UnitOfWork
+from bank_graphql.ledger.storage import idempotency
+from bank_graphql.ledger.storage.clock import ClockMode, read_now
+from bank_graphql.ledger.storage.database import Conn, is_busy, is_unavailable
+from bank_graphql.ledger.storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 

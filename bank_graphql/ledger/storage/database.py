@@ -33,7 +33,7 @@ class PoolLimits:
 
 
 def schema_sql() -> str:
-    return importlib.resources.files("bank_graphql").joinpath("schema.sql").read_text()
+    return importlib.resources.files("bank_graphql.ledger.sql").joinpath("schema.sql").read_text()
 
 
 async def open_pool(database_url: str, limits: PoolLimits) -> AsyncConnectionPool[Conn]:

@@ -15,10 +15,10 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from bank_graphql.ledger.database import Conn
-from bank_graphql.ledger.models import WriteOutcome
-from bank_graphql.ledger.refusals import Refusal, RefusalCode
-from bank_graphql.ledger.rules import is_idempotency_key
+from bank_graphql.ledger.domain.models import WriteOutcome
+from bank_graphql.ledger.domain.refusals import Refusal, RefusalCode
+from bank_graphql.ledger.domain.rules import is_idempotency_key
+from bank_graphql.ledger.storage.database import Conn
 
 RETENTION_DAYS_MIN = 7
 

@@ -20,8 +20,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from bank_graphql.http_errors import error_response
-from bank_graphql.http_limits import HttpLimits
+from bank_graphql.edge.http_errors import error_response
+from bank_graphql.edge.http_limits import HttpLimits
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from bank_graphql.api.limits import QueryLimits
-from bank_graphql.http_limits import HttpLimits
+from bank_graphql.edge.http_limits import HttpLimits
 from bank_graphql.ledger import ClockMode, PoolLimits, SweepLimits, WriteLimits
 
 BODY_BYTES_MAX_DEFAULT = 1_048_576

@@ -3,11 +3,11 @@
 
 from typing import TYPE_CHECKING
 
-from bank_graphql.ledger.refusals import Refusal, RefusalCode, Refused
-from bank_graphql.ledger.rules import MAX_MONEY, MAX_TIMESTAMP_MS, is_account_id
+from bank_graphql.ledger.domain.refusals import Refusal, RefusalCode, Refused
+from bank_graphql.ledger.domain.rules import MAX_MONEY, MAX_TIMESTAMP_MS, is_account_id
 
 if TYPE_CHECKING:  # the unit of work builds its refusals here too: no import cycle
-    from bank_graphql.ledger.unit_of_work import LockedAccount
+    from bank_graphql.ledger.storage.unit_of_work import LockedAccount
 
 
 def account_id_refusals(account_id: str, field: str) -> list[Refusal]:

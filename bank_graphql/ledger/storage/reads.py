@@ -7,12 +7,12 @@ from typing import Any
 from psycopg import errors
 from psycopg_pool import AsyncConnectionPool
 
-from bank_graphql.ledger.cashback import SweepLimits, any_due, settle_due
-from bank_graphql.ledger.clock import ClockMode, read_now
-from bank_graphql.ledger.database import Conn, reconnects_max
-from bank_graphql.ledger.keyset import Keyset, PageRequest, Window
-from bank_graphql.ledger.models import Account, Entry, Page, Payment, Spender
-from bank_graphql.ledger.unit_of_work import entry_from_row
+from bank_graphql.ledger.domain.models import Account, Entry, Page, Payment, Spender
+from bank_graphql.ledger.storage.cashback import SweepLimits, any_due, settle_due
+from bank_graphql.ledger.storage.clock import ClockMode, read_now
+from bank_graphql.ledger.storage.database import Conn, reconnects_max
+from bank_graphql.ledger.storage.keyset import Keyset, PageRequest, Window
+from bank_graphql.ledger.storage.unit_of_work import entry_from_row
 
 _BIGINT_MAX = 2**63 - 1
 # Account ids are ASCII (schema.sql checks it) and sort by bytes: "\x7f" is above them all.

@@ -14,7 +14,8 @@ from typing import cast
 
 import uvicorn
 
-from bank_graphql.http_server import BoundedHttpToolsProtocol, fit_to_open_files
+from bank_graphql.edge.http_server import BoundedHttpToolsProtocol, fit_to_open_files
+from bank_graphql.edge.logs import configure_logging
 from bank_graphql.ledger import (
     ClockMode,
     PoolLimits,
@@ -23,7 +24,6 @@ from bank_graphql.ledger import (
     migrate,
     open_pool,
 )
-from bank_graphql.logs import configure_logging
 
 # Open files a worker needs besides its client connections: its pool, listening socket,
 # log and the files Python itself holds.
@@ -165,13 +165,13 @@ def _exit_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
 
 
 def _run_uvicorn(args: argparse.Namespace) -> None:
-    from bank_graphql.settings import settings_from_env
+    from bank_graphql.edge.settings import settings_from_env
 
     settings = settings_from_env()  # what each worker reads too, from the variables set above
     limits = fit_to_open_files(settings.http, settings.pool.max_size + FILES_RESERVED)
     protocol = partial(BoundedHttpToolsProtocol, limits=limits)
     uvicorn.run(
-        "bank_graphql.app:app_from_env",
+        "bank_graphql.edge.app:app_from_env",
         factory=True,
         host=args.host,
         port=args.port,
@@ -189,7 +189,7 @@ def _run_uvicorn(args: argparse.Namespace) -> None:
 
 
 def serve(args: argparse.Namespace) -> None:
-    from bank_graphql.embedded import EmbeddedPostgres
+    from bank_graphql.ops.embedded import EmbeddedPostgres
 
     embedded = None
     database_url: str | None = args.database_url

@@ -8,7 +8,7 @@ import logging
 import orjson
 from starlette.responses import Response
 
-from bank_graphql import metrics
+from bank_graphql.edge import metrics
 
 request_log = logging.getLogger("bank_graphql.requests")
 

@@ -4,16 +4,17 @@ a batch's items. The transaction around them is the service's."""
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bank_graphql.ledger import checks, idempotency
-from bank_graphql.ledger.idempotency import KeyedRequest, keyed_request
-from bank_graphql.ledger.models import (
+from bank_graphql.ledger.domain import checks
+from bank_graphql.ledger.domain.models import (
     Account,
     BatchOutcome,
     Entry,
     TransferRequest,
     WriteOutcome,
 )
-from bank_graphql.ledger.refusals import Refusal, RefusalCode
+from bank_graphql.ledger.domain.refusals import Refusal, RefusalCode
+from bank_graphql.ledger.storage import idempotency
+from bank_graphql.ledger.storage.idempotency import KeyedRequest, keyed_request
 
 
 def transfer_refusals(request: TransferRequest) -> list[Refusal]:

@@ -16,14 +16,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from bank_graphql import metrics
 from bank_graphql.api.schema import build_schema
-from bank_graphql.graphql_view import GraphQLEndpoint
-from bank_graphql.http_errors import error_response
-from bank_graphql.http_limits import BodySizeLimit
+from bank_graphql.edge import metrics
+from bank_graphql.edge.graphql_view import GraphQLEndpoint
+from bank_graphql.edge.http_errors import error_response
+from bank_graphql.edge.http_limits import BodySizeLimit
+from bank_graphql.edge.logs import configure_logging
+from bank_graphql.edge.settings import Settings, settings_from_env
 from bank_graphql.ledger import Ledger, Sweeper, open_pool
-from bank_graphql.logs import configure_logging
-from bank_graphql.settings import Settings, settings_from_env
 
 log = logging.getLogger(__name__)
 

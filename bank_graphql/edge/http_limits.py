@@ -6,7 +6,7 @@ from dataclasses import dataclass, fields
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bank_graphql.http_errors import error_response
+from bank_graphql.edge.http_errors import error_response
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,11 +11,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bank_graphql.ledger import checks
-from bank_graphql.ledger.database import Conn
-from bank_graphql.ledger.models import OUTGOING_KINDS, Account, Entry, EntryKind
-from bank_graphql.ledger.refusals import Refused
-from bank_graphql.ledger.rules import add_to_total
+from bank_graphql.ledger.domain import checks
+from bank_graphql.ledger.domain.models import OUTGOING_KINDS, Account, Entry, EntryKind
+from bank_graphql.ledger.domain.refusals import Refused
+from bank_graphql.ledger.domain.rules import add_to_total
+from bank_graphql.ledger.storage.database import Conn
 
 log = logging.getLogger(__name__)
 

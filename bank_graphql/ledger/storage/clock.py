@@ -3,7 +3,7 @@
 import time
 from enum import StrEnum
 
-from bank_graphql.ledger.database import Conn
+from bank_graphql.ledger.storage.database import Conn
 
 
 class ClockMode(StrEnum):

@@ -10,8 +10,8 @@ from typing import Any, Generic, TypeVar
 
 from psycopg.sql import SQL, Composable, Composed, Placeholder
 
-from bank_graphql.ledger.database import Conn
-from bank_graphql.ledger.models import Page
+from bank_graphql.ledger.domain.models import Page
+from bank_graphql.ledger.storage.database import Conn
 
 R = TypeVar("R")
 Key = tuple[Any, ...]

@@ -18,13 +18,13 @@ from strawberry.types import ExecutionResult
 
 from bank_graphql.api.context import Context
 from bank_graphql.api.errors import ErrorCode, format_error
-from bank_graphql.graphql_ws import (
+from bank_graphql.edge.graphql_ws import (
     CONNECTION_INIT_TIMEOUT_S,
     OPERATIONS_PER_CONNECTION_MAX,
     TransportWSHandler,
     WebSocketAdapter,
 )
-from bank_graphql.http_errors import dump_json, error_response, load_json, record_disconnect
+from bank_graphql.edge.http_errors import dump_json, error_response, load_json, record_disconnect
 
 # The media type of a GraphQL-over-HTTP POST body (parameters such as charset aside).
 _JSON_MEDIA_TYPE = "application/json"

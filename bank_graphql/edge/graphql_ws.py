@@ -35,7 +35,7 @@ from strawberry.types.execution import PreExecutionError
 
 from bank_graphql.api.context import Context
 from bank_graphql.api.errors import ApiError, ErrorCode, format_error
-from bank_graphql.http_errors import dump_json, load_json, record_refusal
+from bank_graphql.edge.http_errors import dump_json, load_json, record_refusal
 
 log = logging.getLogger(__name__)
 

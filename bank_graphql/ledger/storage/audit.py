@@ -1,6 +1,6 @@
 """Checks that the books balance: every rule the ledger promises, asked of the data itself."""
 
-from bank_graphql.ledger.database import Conn
+from bank_graphql.ledger.storage.database import Conn
 
 _CHECKS: dict[str, str] = {
     "balanceAfter chain broken": """
