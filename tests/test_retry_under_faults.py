@@ -230,8 +230,9 @@ async def test_retried_transfers_happen_exactly_once_while_connections_die(
 
         # The faults were real: backends died, and some of them under a request in flight.
         assert stats.kills > 0, summary
-        hit = sum(n for reason, n in stats.failures.items() if not reason.startswith("abandoned"))
-        assert hit > 0, f"no kill hit a request in flight: {summary}"
+        # Some landed on a write statement in flight: the server retried those under their
+        # keys, so a client may never have seen them.
+        assert stats.killed_during["SELECT"] > 0, f"no kill hit a request in flight: {summary}"
         assert server.process.poll() is None, server.output()
 
         # Every intended transfer answered success, with its own TRANSFER_OUT entry.

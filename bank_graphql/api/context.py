@@ -44,7 +44,9 @@ class Context:
     async def reads(self) -> _Reads:
         async with self._lock:
             if self._reads is None:
-                snapshot = await self._stack.enter_async_context(self.ledger.snapshot())
+                snapshot = await self._stack.enter_async_context(
+                    self.ledger.settle_due_then_snapshot()
+                )
                 self._reads = _open_reads(snapshot)
             return self._reads
 

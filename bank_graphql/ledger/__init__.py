@@ -1,5 +1,6 @@
 """The ledger: data access over PostgreSQL. Knows nothing of GraphQL or HTTP."""
 
+from bank_graphql.ledger.domain.clock import ClockMode
 from bank_graphql.ledger.domain.models import (
     Account,
     BatchOutcome,
@@ -15,7 +16,6 @@ from bank_graphql.ledger.domain.refusals import Refusal, RefusalCode
 from bank_graphql.ledger.service import Ledger, WriteLimits
 from bank_graphql.ledger.storage.audit import audit_books
 from bank_graphql.ledger.storage.cashback import Sweeper, SweepLimits
-from bank_graphql.ledger.storage.clock import ClockMode
 from bank_graphql.ledger.storage.database import (
     Conn,
     PoolLimits,

@@ -1,13 +1,8 @@
-"""Pure checks of a mutation's inputs and of the locked accounts: each refusal is raised
-(or returned) before anything is appended."""
+"""Checks of the shape of a mutation's inputs, made before the database is asked. The rules
+that need the ledger's state are the SQL write functions' (bank_graphql/ledger/sql)."""
 
-from typing import TYPE_CHECKING
-
-from bank_graphql.ledger.domain.refusals import Refusal, RefusalCode, Refused
+from bank_graphql.ledger.domain.refusals import Refusal, RefusalCode
 from bank_graphql.ledger.domain.rules import MAX_MONEY, MAX_TIMESTAMP_MS, is_account_id
-
-if TYPE_CHECKING:  # the unit of work builds its refusals here too: no import cycle
-    from bank_graphql.ledger.storage.unit_of_work import LockedAccount
 
 
 def account_id_refusals(account_id: str, field: str) -> list[Refusal]:
@@ -47,43 +42,5 @@ def timestamp_refusals(timestamp: int | None) -> list[Refusal]:
     ]
 
 
-def not_found(account_id: str, field: str) -> Refusal:
-    return Refusal(
-        RefusalCode.ACCOUNT_NOT_FOUND, f"account {account_id!r} does not exist", (field,)
-    )
-
-
-def out_of_order(requested: int, newest: int) -> Refusal:
-    return Refusal(
-        RefusalCode.TIMESTAMP_OUT_OF_ORDER,
-        f"timestamp {requested} is earlier than the newest entry ({newest}) of an account this "
-        "mutation touches",
-        ("timestamp",),
-    )
-
-
-def insufficient_funds(account_id: str, amount: int, balance: int) -> Refusal:
-    return Refusal(
-        RefusalCode.INSUFFICIENT_FUNDS,
-        f"amount {amount} exceeds the balance of account {account_id!r} ({balance})",
-        ("amount",),
-    )
-
-
-def overflow(account_id: str) -> Refusal:
-    return Refusal(
-        RefusalCode.BALANCE_OVERFLOW,
-        f"account {account_id!r} would hold more than {MAX_MONEY} minor units",
-        ("amount",),
-    )
-
-
-def refuse_insufficient(account: "LockedAccount", amount: int) -> None:
-    if amount > account.balance:
-        raise Refused([insufficient_funds(account.id, amount, account.balance)])
-
-
-def refuse_overflow(account: "LockedAccount", amount: int) -> None:
-    # Pending cashback is counted too, so crediting it later can never overflow.
-    if account.balance + account.pending_cashback + amount > MAX_MONEY:
-        raise Refused([overflow(account.id)])
+def same_account(field: str, message: str) -> Refusal:
+    return Refusal(RefusalCode.SAME_ACCOUNT, message, (field,))

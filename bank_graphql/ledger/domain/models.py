@@ -1,12 +1,10 @@
 """Rows the ledger hands to its callers: frozen, typed, free of any transport concern."""
 
-import dataclasses
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-from bank_graphql.ledger.domain.refusals import Refusal, RefusalCode
-from bank_graphql.ledger.domain.rules import MAX_MONEY
+from bank_graphql.ledger.domain.refusals import Refusal
 
 T = TypeVar("T")
 
@@ -19,9 +17,6 @@ class EntryKind(StrEnum):
     CASHBACK = "CASHBACK"
     MERGE_IN = "MERGE_IN"
     MERGE_OUT = "MERGE_OUT"
-
-
-OUTGOING_KINDS = frozenset({EntryKind.TRANSFER_OUT, EntryKind.PAYMENT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,32 +73,6 @@ class WriteOutcome:
     entry: Entry | None = None
     payment: Payment | None = None
     accounts: tuple[Account, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON document from which `from_json` rebuilds an equal outcome."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "WriteOutcome":
-        entry, payment = data["entry"], data["payment"]
-        return cls(
-            refusals=tuple(
-                Refusal(
-                    RefusalCode(r["code"]),
-                    r["message"],
-                    None if r["field"] is None else tuple(r["field"]),
-                )
-                for r in data["refusals"]
-            ),
-            balance=data["balance"],
-            entry=None if entry is None else Entry(**{**entry, "kind": EntryKind(entry["kind"])}),
-            payment=None if payment is None else Payment(**payment),
-            # An outcome stored by an earlier version may hold an outgoing past the ceiling.
-            accounts=tuple(
-                Account(**{**a, "outgoing": min(a["outgoing"], MAX_MONEY)})
-                for a in data["accounts"]
-            ),
-        )
 
 
 @dataclass(frozen=True, slots=True)

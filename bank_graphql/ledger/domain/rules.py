@@ -1,4 +1,5 @@
-"""The rules of money, ids and time that every layer shares. Pure: no I/O."""
+"""The shapes of money, ids, keys and time that every layer checks inputs against. Pure: no
+I/O. The rules that need the ledger's state are the SQL's (bank_graphql/ledger/sql)."""
 
 import re
 from typing import Final
@@ -7,23 +8,10 @@ MAX_MONEY: Final = 2**53 - 1
 """Largest amount or balance: the biggest integer every JSON client holds exactly."""
 
 MAX_TIMESTAMP_MS: Final = 2**53 - 1
-CASHBACK_DELAY_MS: Final = 86_400_000
-"""A payment's cashback is due 24 hours after the payment."""
 
 ACCOUNT_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}")
 PAYMENT_ID_PATTERN: Final = re.compile(r"payment([1-9][0-9]{0,17})")
 IDEMPOTENCY_KEY_LENGTH_MAX: Final = 128
-
-
-def cashback_of(amount: int) -> int:
-    """2% of a payment, rounded down, in integer minor units."""
-    return amount * 2 // 100
-
-
-def add_to_total(total: int, amount: int) -> int:
-    """A reporting total (outgoing) plus `amount`, saturating at MAX_MONEY: a total must never
-    refuse or fail a money movement. schema.sql's money_total_add does the same."""
-    return min(total + amount, MAX_MONEY)
 
 
 def is_account_id(value: str) -> bool:

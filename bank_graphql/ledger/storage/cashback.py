@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from psycopg import errors
 from psycopg_pool import AsyncConnectionPool
 
+from bank_graphql.ledger.domain.clock import ClockMode
 from bank_graphql.ledger.storage import idempotency
-from bank_graphql.ledger.storage.clock import ClockMode, read_now
+from bank_graphql.ledger.storage.clock import read_now
 from bank_graphql.ledger.storage.database import Conn, is_busy, is_unavailable
-from bank_graphql.ledger.storage.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,8 @@ async def settle_due(conn: Conn, horizon: int, limits: SweepLimits) -> int:
 
 
 async def _settle_owners(conn: Conn, owners: list[str], horizon: int) -> None:
-    async with conn.transaction():
-        uow = UnitOfWork(conn)
-        await uow.lock(owners)
-        await uow.settle_cashback(horizon, every_account=True)
-        await uow.flush()
+    """One statement, its own transaction: ledger_settle_accounts in the SQL."""
+    await conn.execute("SELECT ledger_settle_accounts(%s, %s)", (owners, horizon))
 
 
 async def _settle_alone(conn: Conn, owner: str, horizon: int) -> bool:

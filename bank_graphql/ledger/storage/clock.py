@@ -1,33 +1,17 @@
-"""The two clocks of the ledger: the server's wall clock, or the clients' own timeline."""
+"""Reading "now" of either clock; the client clock's is kept in the database."""
 
-import time
-from enum import StrEnum
-
+from bank_graphql.ledger.domain.clock import ClockMode, wall_clock_ms
 from bank_graphql.ledger.storage.database import Conn
 
 
-class ClockMode(StrEnum):
-    SYSTEM = "system"
-    """"Now" is the server's clock; timestamps later than now are refused."""
-    CLIENT = "client"
-    """"Now" is the greatest timestamp any successful mutation has used (simulation, replay)."""
-
-
-def wall_clock_ms() -> int:
-    return time.time_ns() // 1_000_000
+def wall_or_client(mode: ClockMode) -> int | None:
+    """What the SQL write functions take as the clock: the wall clock, or None for the
+    client clock (they read its now themselves, under the transaction's locks)."""
+    return wall_clock_ms() if mode is ClockMode.SYSTEM else None
 
 
 async def read_now(conn: Conn, mode: ClockMode) -> int:
-    if mode is ClockMode.SYSTEM:
-        return wall_clock_ms()
-    cursor = await conn.execute("SELECT now_ms FROM client_clock")
+    cursor = await conn.execute("SELECT ledger_now(%s)", (wall_or_client(mode),))
     row = await cursor.fetchone()
-    assert row is not None, "schema.sql inserts the client_clock row"
+    assert row is not None
     return int(row[0])
-
-
-async def advance_client_clock(conn: Conn, timestamp: int) -> None:
-    """Move the client clock forward to `timestamp`; locks its row only when it moves."""
-    await conn.execute(
-        "UPDATE client_clock SET now_ms = %(ts)s WHERE now_ms < %(ts)s", {"ts": timestamp}
-    )

@@ -3,12 +3,11 @@
 import asyncio
 import importlib.resources
 import logging
-import random
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from psycopg import AsyncConnection, Connection, errors, sql
+from psycopg.errors import Diagnostic
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -33,7 +32,25 @@ class PoolLimits:
 
 
 def schema_sql() -> str:
-    return importlib.resources.files("bank_graphql.ledger.sql").joinpath("schema.sql").read_text()
+    sql_files = importlib.resources.files("bank_graphql.ledger.sql")
+    return "\n".join(
+        sql_files.joinpath(name).read_text()
+        for name in (
+            "schema.sql",
+            "migrations/0003_write_functions.sql",
+            "migrations/0004_mutations.sql",
+        )
+    )
+
+
+def _log_notice(notice: Diagnostic) -> None:
+    """The SQL functions' warnings (RAISE WARNING) go to the server's log."""
+    if notice.severity_nonlocalized == "WARNING":
+        log.warning("%s", notice.message_primary)
+
+
+async def _configure(conn: Conn) -> None:
+    conn.add_notice_handler(_log_notice)
 
 
 async def open_pool(database_url: str, limits: PoolLimits) -> AsyncConnectionPool[Conn]:
@@ -54,6 +71,7 @@ async def open_pool(database_url: str, limits: PoolLimits) -> AsyncConnectionPoo
         # checks. The ledger instead retries on another connection when one turns out dead
         # at first contact (see Ledger.snapshot and Ledger._in_transaction).
         open=False,
+        configure=_configure,
         name="bank-graphql",
     )
     await pool.open(wait=True, timeout=limits.pool_timeout_s)
@@ -100,54 +118,9 @@ def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, (errors.OperationalError, errors.InterfaceError, PoolTimeout))
 
 
-# Lost races: another transaction held the rows too long or in a conflicting way.
-_RACES = (errors.SerializationFailure, errors.DeadlockDetected, errors.LockNotAvailable)
-
-
 def reconnects_max(pool: AsyncConnectionPool[Conn]) -> int:
     """Connections to try in a row when each turns out dead: all the pool may hold."""
     return pool.max_size + 1
-
-
-async def in_transaction(
-    pool: AsyncConnectionPool[Conn],
-    attempt: Callable[[Conn], Awaitable[T]],
-    *,
-    races_max: int,
-    backoff_ms: int,
-    autocommit_statement: bool = False,
-) -> T:
-    """Run `attempt` in a transaction of its own; again, a bounded number of times, when it
-    loses a lock, serialization or deadlock race, or when its connection turns out dead
-    before COMMIT was sent (nothing of it can have committed then).
-
-    `autocommit_statement`: `attempt` is one statement that is its own transaction; its
-    connection dying is never retried, as it may have committed.
-    """
-    races = reconnects = 0
-    while True:
-        conn: Conn | None = None
-        committing = autocommit_statement
-        try:
-            async with pool.connection() as conn:
-                if autocommit_statement:
-                    return await attempt(conn)
-                async with conn.transaction():
-                    result = await attempt(conn)
-                    committing = True
-                return result
-        except _RACES:
-            races += 1
-            if races >= races_max:
-                raise
-            log.info("write lost a race, retrying (attempt %d)", races)
-            await asyncio.sleep(backoff_ms / 1000 * races * (1 + random.random()))  # noqa: S311
-        except errors.OperationalError:
-            reconnects += 1
-            lost_before_commit = conn is not None and conn.broken and not committing
-            if not lost_before_commit or reconnects >= reconnects_max(pool):
-                raise
-            log.info("connection lost before commit, retrying on another")
 
 
 async def ping(pool: AsyncConnectionPool[Conn], timeout_s: float) -> bool:

@@ -7,12 +7,12 @@ from typing import Any
 from psycopg import errors
 from psycopg_pool import AsyncConnectionPool
 
-from bank_graphql.ledger.domain.models import Account, Entry, Page, Payment, Spender
+from bank_graphql.ledger.domain.clock import ClockMode
+from bank_graphql.ledger.domain.models import Account, Entry, EntryKind, Page, Payment, Spender
 from bank_graphql.ledger.storage.cashback import SweepLimits, any_due, settle_due
-from bank_graphql.ledger.storage.clock import ClockMode, read_now
+from bank_graphql.ledger.storage.clock import read_now
 from bank_graphql.ledger.storage.database import Conn, reconnects_max
 from bank_graphql.ledger.storage.keyset import Keyset, PageRequest, Window
-from bank_graphql.ledger.storage.unit_of_work import entry_from_row
 
 _BIGINT_MAX = 2**63 - 1
 # Account ids are ASCII (schema.sql checks it) and sort by bytes: "\x7f" is above them all.
@@ -57,6 +57,20 @@ ORDER BY outgoing DESC, id LIMIT %s
 
 def _account(row: tuple[Any, ...]) -> Account:
     return Account(id=row[0], created_at=row[1], outgoing=row[2])
+
+
+def entry_from_row(row: tuple[Any, ...]) -> Entry:
+    id_, account_id, ts, kind, amount, balance_after, counterparty_id, payment_id = row
+    return Entry(
+        id=int(id_),
+        account_id=str(account_id),
+        ts=int(ts),
+        kind=EntryKind(kind),
+        amount=int(amount),
+        balance_after=int(balance_after),
+        counterparty_id=None if counterparty_id is None else str(counterparty_id),
+        payment_id=None if payment_id is None else int(payment_id),
+    )
 
 
 def _payment(row: tuple[Any, ...]) -> Payment:
@@ -142,10 +156,11 @@ class Snapshot:
 
 
 @asynccontextmanager
-async def open_snapshot(
+async def settle_due_then_snapshot(
     pool: AsyncConnectionPool[Conn], clock: ClockMode, sweep_limits: SweepLimits
 ) -> AsyncIterator[Snapshot]:
-    """Settle everything due by now, then hold one read-only snapshot until exit."""
+    """Credit every cashback due by now (a write, in transactions of its own), then hold one
+    read-only snapshot until exit."""
     for attempt in range(reconnects_max(pool)):
         async with pool.connection() as conn:
             try:

@@ -1,20 +1,17 @@
-"""Transfers one at a time or in batches: the checks of a request and the bookkeeping of
-a batch's items. The transaction around them is the service's."""
+"""A batch of transfers as the client sent it: the shape of each item, its key, and which
+items the database must see. A single transfer is a batch of one.
+
+A key repeated within the batch takes the outcome of its first use (or
+IDEMPOTENCY_KEY_REUSED when its input differs); only first uses reach the database.
+"""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bank_graphql.ledger.domain import checks
-from bank_graphql.ledger.domain.models import (
-    Account,
-    BatchOutcome,
-    Entry,
-    TransferRequest,
-    WriteOutcome,
-)
+from bank_graphql.ledger.domain.keys import KeyedRequest, keyed_request, reuse_refusal
+from bank_graphql.ledger.domain.models import BatchOutcome, TransferRequest, WriteOutcome
 from bank_graphql.ledger.domain.refusals import Refusal, RefusalCode
-from bank_graphql.ledger.storage import idempotency
-from bank_graphql.ledger.storage.idempotency import KeyedRequest, keyed_request
 
 
 def transfer_refusals(request: TransferRequest) -> list[Refusal]:
@@ -26,11 +23,7 @@ def transfer_refusals(request: TransferRequest) -> list[Refusal]:
     )
     if not refusals and request.source_id == request.target_id:
         refusals.append(
-            Refusal(
-                RefusalCode.SAME_ACCOUNT,
-                "source and target must be different accounts",
-                ("targetAccountId",),
-            )
+            checks.same_account("targetAccountId", "source and target must be different accounts")
         )
     return refusals
 
@@ -47,34 +40,17 @@ def transfer_key(request: TransferRequest) -> KeyedRequest | Refusal | None:
 
 
 @dataclass(frozen=True, slots=True)
-class AppliedTransfer:
-    ts: int
-    position: int
-    """Where its TRANSFER_OUT entry stands among the entries the next flush writes."""
-    balance: int
-    source: Account
-    target: Account
+class SentItem:
+    """An item the database sees: its index in the batch, and the outcome its input alone
+    decided (to store under its key), if any."""
 
-    def outcome(self, flushed: list[Entry]) -> WriteOutcome:
-        return WriteOutcome(
-            balance=self.balance, entry=flushed[self.position], accounts=(self.source, self.target)
-        )
-
-
-class BatchAborted(Exception):
-    def __init__(self, index: int, refusals: tuple[Refusal, ...]) -> None:
-        super().__init__(f"batch item {index} refused")
-        self.index = index
-        self.refusals = refusals
+    index: int
+    request: TransferRequest
+    key: KeyedRequest | None
+    refused: tuple[Refusal, ...]
 
 
 class Batch:
-    """The items of a transfer batch, checked and keyed before the transaction.
-
-    A repeated key within the batch takes the outcome of its first use (or
-    IDEMPOTENCY_KEY_REUSED when its input differs).
-    """
-
     def __init__(self, requests: Sequence[TransferRequest]) -> None:
         self.requests = list(requests)
         self.input_refusals = [transfer_refusals(r) for r in self.requests]
@@ -105,22 +81,37 @@ class Batch:
                 first_key = self.keys[self.first_use[index]]
                 assert isinstance(first_key, KeyedRequest)
                 if first_key.fingerprint != key.fingerprint:
-                    refused = _reused(key)
+                    refused = WriteOutcome(refusals=(reuse_refusal(key),))
             if refused is not None:
                 return index, refused.refusals
         return None
 
-    def finish(self, results: list[WriteOutcome | None]) -> BatchOutcome:
-        """Give repeats of a key their first use's outcome; every item has one then."""
+    def to_send(self) -> list[SentItem]:
+        """The items the database must see: first uses not refused before running."""
+        return [
+            SentItem(
+                index,
+                request,
+                key if isinstance(key, KeyedRequest) else None,
+                tuple(self.input_refusals[index]),
+            )
+            for index, (request, key) in enumerate(zip(self.requests, self.keys, strict=True))
+            if self.first_use[index] == index and self.refused_before_running(index) is None
+        ]
+
+    def finish(self, sent: dict[int, WriteOutcome]) -> BatchOutcome:
+        """Every item's outcome: from the database, refused before running, or its key's
+        first use."""
         final = []
-        for index, result in enumerate(results):
+        for index in range(len(self.requests)):
             first = self.first_use[index]
+            result = sent.get(first) or self.refused_before_running(first)
             if first != index:
                 key, first_key = self.keys[index], self.keys[first]
                 assert isinstance(key, KeyedRequest)
                 assert isinstance(first_key, KeyedRequest)
-                same = key.fingerprint == first_key.fingerprint
-                result = results[first] if same else _reused(key)
+                if key.fingerprint != first_key.fingerprint:
+                    result = WriteOutcome(refusals=(reuse_refusal(key),))
             assert result is not None, "every item has an outcome"
             final.append(result)
         return BatchOutcome(results=tuple(final))
@@ -140,7 +131,3 @@ class Batch:
                 for i in range(len(self.requests))
             )
         )
-
-
-def _reused(key: KeyedRequest) -> WriteOutcome:
-    return WriteOutcome(refusals=(idempotency.reuse_refusal(key),))

@@ -1,0 +1,357 @@
+-- The mutations, one function each (the rules they share are in 0003_write_functions.sql).
+-- Every one takes p_wall (the server's clock, NULL for the client clock) and, when the
+-- request has an idempotency key, p_key and p_fingerprint: the key is claimed first, and
+-- the outcome, refusals included, is stored under it in the same transaction.
+
+CREATE OR REPLACE FUNCTION ledger_create_account(
+    p_id text, p_requested bigint, p_wall bigint, p_key text, p_fingerprint text
+) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    outcome jsonb;
+    created accounts%ROWTYPE;
+    ts bigint;
+BEGIN
+    IF p_key IS NOT NULL THEN
+        outcome := ledger_claim(p_key, 'createAccount', p_fingerprint);
+        IF outcome IS NOT NULL THEN RETURN outcome; END IF;
+    END IF;
+    outcome := ledger_refuse_future(p_wall, p_requested);
+    IF outcome IS NULL THEN
+        ts := coalesce(p_requested, ledger_now(p_wall));
+        INSERT INTO accounts (id, created_at, last_entry_at, survivor_id)
+        VALUES (p_id, ts, ts, p_id)
+        ON CONFLICT (id) DO NOTHING
+        RETURNING * INTO created;
+        IF FOUND THEN
+            PERFORM ledger_advance_clock(p_wall, ts);
+            outcome := ledger_done(NULL, NULL, NULL,
+                                   jsonb_build_array(ledger_account_doc(created)));
+        ELSE
+            outcome := ledger_refused('ACCOUNT_ALREADY_EXISTS', 'id',
+                                      jsonb_build_object('id', p_id));
+        END IF;
+    END IF;
+    IF p_key IS NOT NULL THEN PERFORM ledger_store(p_key, outcome); END IF;
+    RETURN outcome;
+END $$;
+
+-- Locks one account, credits its cashback due by now, and stamps the mutation: the account
+-- and the stamp, or a refusal (the account as NULL).
+CREATE OR REPLACE FUNCTION ledger_lock_one(
+    p_id text, p_requested bigint, p_wall bigint,
+    OUT acc accounts, OUT stamp bigint, OUT refusal jsonb
+) LANGUAGE plpgsql AS $$
+DECLARE
+    now_ms bigint := ledger_now(p_wall);
+BEGIN
+    refusal := ledger_refuse_future(p_wall, p_requested);
+    IF refusal IS NOT NULL THEN RETURN; END IF;
+    PERFORM ledger_lock(ARRAY[p_id]);
+    PERFORM ledger_settle(ARRAY[p_id], now_ms);
+    acc := ledger_open_account(p_id);
+    IF acc.id IS NULL THEN
+        refusal := ledger_not_found(p_id, 'accountId');
+        RETURN;
+    END IF;
+    stamp := ledger_stamp(p_requested, now_ms, acc.last_entry_at);
+    IF stamp IS NULL THEN
+        refusal := ledger_out_of_order(p_requested, acc.last_entry_at);
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION ledger_deposit(
+    p_account text, p_amount bigint, p_requested bigint, p_wall bigint,
+    p_key text, p_fingerprint text
+) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    outcome jsonb;
+    locked record;
+    acc accounts%ROWTYPE;
+    entry entries%ROWTYPE;
+BEGIN
+    IF p_key IS NOT NULL THEN
+        outcome := ledger_claim(p_key, 'deposit', p_fingerprint);
+        IF outcome IS NOT NULL THEN RETURN outcome; END IF;
+    END IF;
+    locked := ledger_lock_one(p_account, p_requested, p_wall);
+    acc := locked.acc;
+    outcome := locked.refusal;
+    -- Pending cashback counts too, so crediting it later can never overflow.
+    IF outcome IS NULL AND acc.balance + acc.pending_cashback > money_max() - p_amount THEN
+        outcome := ledger_refused('BALANCE_OVERFLOW', 'amount',
+                                  jsonb_build_object('account', p_account));
+    END IF;
+    IF outcome IS NULL THEN
+        PERFORM ledger_settle(ARRAY[p_account], locked.stamp);
+        acc := ledger_open_account(p_account);
+        INSERT INTO entries (account_id, ts, kind, amount, balance_after)
+        VALUES (p_account, locked.stamp, 'DEPOSIT', p_amount, acc.balance + p_amount)
+        RETURNING * INTO entry;
+        UPDATE accounts SET balance = entry.balance_after, last_entry_at = entry.ts
+        WHERE id = p_account;
+        PERFORM ledger_advance_clock(p_wall, entry.ts);
+        outcome := ledger_done(entry.balance_after, ledger_entry_doc(entry), NULL,
+                               jsonb_build_array(ledger_account_doc(acc)));
+    END IF;
+    IF p_key IS NOT NULL THEN PERFORM ledger_store(p_key, outcome); END IF;
+    RETURN outcome;
+END $$;
+
+CREATE OR REPLACE FUNCTION ledger_pay(
+    p_account text, p_amount bigint, p_requested bigint, p_wall bigint,
+    p_key text, p_fingerprint text
+) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    outcome jsonb;
+    locked record;
+    acc accounts%ROWTYPE;
+    available bigint;
+    paid payments%ROWTYPE;
+BEGIN
+    IF p_key IS NOT NULL THEN
+        outcome := ledger_claim(p_key, 'pay', p_fingerprint);
+        IF outcome IS NOT NULL THEN RETURN outcome; END IF;
+    END IF;
+    locked := ledger_lock_one(p_account, p_requested, p_wall);
+    acc := locked.acc;
+    outcome := locked.refusal;
+    IF outcome IS NULL AND cashback_due_at(locked.stamp) > money_max() THEN
+        outcome := ledger_refused('INVALID_TIMESTAMP', 'timestamp',
+                                  jsonb_build_object('reason', 'cashback_past_end'));
+    END IF;
+    IF outcome IS NULL THEN
+        available := acc.balance + ledger_cashback_due(acc, locked.stamp);
+        IF p_amount > available THEN
+            outcome := ledger_refused('INSUFFICIENT_FUNDS', 'amount', jsonb_build_object(
+                'account', p_account, 'amount', p_amount, 'balance', available));
+        END IF;
+    END IF;
+    IF outcome IS NULL THEN
+        PERFORM ledger_settle(ARRAY[p_account], locked.stamp);
+        -- Before numbering: its lock wait may fail and be retried, and a number is never
+        -- given back.
+        PERFORM ledger_advance_clock(p_wall, locked.stamp);
+        INSERT INTO payments (id, account_id, ts, amount, cashback, cashback_due_at, settled)
+        VALUES (nextval('payment_numbers'), p_account, locked.stamp, p_amount,
+                cashback_of(p_amount), cashback_due_at(locked.stamp),
+                cashback_of(p_amount) = 0)
+        RETURNING * INTO paid;
+        INSERT INTO entries (account_id, ts, kind, amount, balance_after, payment_id)
+        VALUES (p_account, paid.ts, 'PAYMENT', p_amount, available - p_amount, paid.id);
+        UPDATE accounts
+        SET balance = available - p_amount, outgoing = money_total_add(outgoing, p_amount),
+            last_entry_at = paid.ts, pending_cashback = pending_cashback + paid.cashback,
+            next_cashback_due_at = CASE WHEN paid.settled THEN next_cashback_due_at
+                ELSE least(next_cashback_due_at, paid.cashback_due_at) END
+        WHERE id = p_account
+        RETURNING * INTO acc;
+        outcome := ledger_done(acc.balance, NULL, jsonb_build_object(
+            'id', paid.id, 'owner_id', p_account, 'ts', paid.ts, 'amount', paid.amount,
+            'cashback', paid.cashback, 'cashback_due_at', paid.cashback_due_at),
+            jsonb_build_array(ledger_account_doc(acc)));
+    END IF;
+    IF p_key IS NOT NULL THEN PERFORM ledger_store(p_key, outcome); END IF;
+    RETURN outcome;
+END $$;
+
+-- Moves the absorbed account's whole balance into the survivor and closes it. Its payments,
+-- pending cashback and outgoing total go to the survivor, and so does everything it had
+-- absorbed before (merge chains).
+CREATE OR REPLACE FUNCTION ledger_merge(
+    p_survivor text, p_absorbed text, p_requested bigint, p_wall bigint,
+    p_key text, p_fingerprint text
+) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    outcome jsonb;
+    now_ms bigint := ledger_now(p_wall);
+    keeper accounts%ROWTYPE;
+    gone accounts%ROWTYPE;
+    stamp bigint;
+BEGIN
+    IF p_key IS NOT NULL THEN
+        outcome := ledger_claim(p_key, 'mergeAccounts', p_fingerprint);
+        IF outcome IS NOT NULL THEN RETURN outcome; END IF;
+    END IF;
+    outcome := ledger_refuse_future(p_wall, p_requested);
+    IF outcome IS NULL THEN
+        PERFORM ledger_lock(ARRAY[p_survivor, p_absorbed]);
+        PERFORM ledger_settle(ARRAY[p_survivor, p_absorbed], now_ms);
+        keeper := ledger_open_account(p_survivor);
+        gone := ledger_open_account(p_absorbed);
+        IF keeper.id IS NULL THEN
+            outcome := ledger_not_found(p_survivor, 'accountId');
+        ELSIF gone.id IS NULL THEN
+            outcome := ledger_not_found(p_absorbed, 'absorbedAccountId');
+        ELSE
+            stamp := ledger_stamp(p_requested, now_ms,
+                                  greatest(keeper.last_entry_at, gone.last_entry_at));
+            IF stamp IS NULL THEN
+                outcome := ledger_out_of_order(
+                    p_requested, greatest(keeper.last_entry_at, gone.last_entry_at));
+            ELSIF gone.balance + gone.pending_cashback
+                  > money_max() - (keeper.balance + keeper.pending_cashback) THEN
+                outcome := ledger_refused('BALANCE_OVERFLOW', 'absorbedAccountId',
+                    jsonb_build_object('account', p_survivor, 'pending', true));
+            END IF;
+        END IF;
+    END IF;
+    IF outcome IS NULL THEN
+        outcome := ledger_absorb(p_survivor, p_absorbed, stamp);
+        PERFORM ledger_advance_clock(p_wall, stamp);
+    END IF;
+    IF p_key IS NOT NULL THEN PERFORM ledger_store(p_key, outcome); END IF;
+    RETURN outcome;
+END $$;
+
+-- The writes of a merge whose checks passed, on locked accounts, at `stamp`.
+CREATE OR REPLACE FUNCTION ledger_absorb(p_survivor text, p_absorbed text, p_stamp bigint)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    keeper accounts%ROWTYPE;
+    gone accounts%ROWTYPE;
+BEGIN
+    PERFORM ledger_settle(ARRAY[p_survivor, p_absorbed], p_stamp);
+    keeper := ledger_open_account(p_survivor);
+    gone := ledger_open_account(p_absorbed);
+    INSERT INTO entries (account_id, ts, kind, amount, balance_after, counterparty_id)
+    VALUES (p_absorbed, p_stamp, 'MERGE_OUT', gone.balance, 0, p_survivor),
+           (p_survivor, p_stamp, 'MERGE_IN', gone.balance, keeper.balance + gone.balance,
+            p_absorbed);
+    UPDATE accounts
+    SET balance = 0, pending_cashback = 0, next_cashback_due_at = NULL, last_entry_at = p_stamp
+    WHERE id = p_absorbed;
+    UPDATE accounts
+    SET balance = keeper.balance + gone.balance,
+        outgoing = money_total_add(least(keeper.outgoing, money_max()),
+                                   least(gone.outgoing, money_max())),
+        pending_cashback = keeper.pending_cashback + gone.pending_cashback,
+        next_cashback_due_at = least(keeper.next_cashback_due_at, gone.next_cashback_due_at),
+        last_entry_at = p_stamp
+    WHERE id = p_survivor
+    RETURNING * INTO keeper;
+    UPDATE accounts
+    SET survivor_id = p_survivor,
+        merged_into = CASE WHEN id = p_absorbed THEN p_survivor ELSE merged_into END,
+        merged_at = CASE WHEN id = p_absorbed THEN p_stamp ELSE merged_at END
+    WHERE survivor_id = p_absorbed;
+    RETURN ledger_done(keeper.balance, NULL, NULL,
+                       jsonb_build_array(ledger_account_doc(keeper)));
+END $$;
+
+-- One transfer on accounts its batch has locked and settled by p_now: its outcome.
+CREATE OR REPLACE FUNCTION ledger_transfer_one(
+    p_source text, p_target text, p_amount bigint, p_requested bigint, p_now bigint,
+    p_wall bigint
+) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    src accounts%ROWTYPE := ledger_open_account(p_source);
+    tgt accounts%ROWTYPE := ledger_open_account(p_target);
+    stamp bigint;
+    available bigint;
+    entry entries%ROWTYPE;
+BEGIN
+    IF p_requested > p_wall THEN RETURN ledger_refuse_future(p_wall, p_requested); END IF;
+    IF src.id IS NULL THEN RETURN ledger_not_found(p_source, 'sourceAccountId'); END IF;
+    IF tgt.id IS NULL THEN RETURN ledger_not_found(p_target, 'targetAccountId'); END IF;
+    stamp := ledger_stamp(p_requested, p_now, greatest(src.last_entry_at, tgt.last_entry_at));
+    IF stamp IS NULL THEN
+        RETURN ledger_out_of_order(p_requested, greatest(src.last_entry_at, tgt.last_entry_at));
+    END IF;
+    available := src.balance + ledger_cashback_due(src, stamp);
+    IF p_amount > available THEN
+        RETURN ledger_refused('INSUFFICIENT_FUNDS', 'amount', jsonb_build_object(
+            'account', p_source, 'amount', p_amount, 'balance', available));
+    END IF;
+    IF tgt.balance + tgt.pending_cashback > money_max() - p_amount THEN
+        RETURN ledger_refused('BALANCE_OVERFLOW', 'amount',
+                              jsonb_build_object('account', p_target));
+    END IF;
+    IF src.next_cashback_due_at <= stamp OR tgt.next_cashback_due_at <= stamp THEN
+        PERFORM ledger_settle(ARRAY[p_source, p_target], stamp);
+        tgt := ledger_open_account(p_target);
+    END IF;
+    INSERT INTO entries (account_id, ts, kind, amount, balance_after, counterparty_id)
+    VALUES (p_source, stamp, 'TRANSFER_OUT', p_amount, available - p_amount, p_target)
+    RETURNING * INTO entry;
+    INSERT INTO entries (account_id, ts, kind, amount, balance_after, counterparty_id)
+    VALUES (p_target, stamp, 'TRANSFER_IN', p_amount, tgt.balance + p_amount, p_source);
+    UPDATE accounts
+    SET balance = available - p_amount, outgoing = money_total_add(outgoing, p_amount),
+        last_entry_at = stamp
+    WHERE id = p_source
+    RETURNING * INTO src;
+    UPDATE accounts SET balance = tgt.balance + p_amount, last_entry_at = stamp
+    WHERE id = p_target
+    RETURNING * INTO tgt;
+    RETURN ledger_done(entry.balance_after, ledger_entry_doc(entry), NULL,
+                       jsonb_build_array(ledger_account_doc(src), ledger_account_doc(tgt)));
+END $$;
+
+-- An atomic batch stops at its first refused item: everything it did is rolled back, and
+-- the caller hears which item and why.
+CREATE OR REPLACE FUNCTION ledger_abort_batch(p_index integer, p_outcome jsonb)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'transfer batch aborted at item %', p_index
+        USING ERRCODE = 'BK001',
+              DETAIL = jsonb_build_object('index', p_index, 'outcome', p_outcome)::text;
+END $$;
+
+-- Transfers in order, in one transaction, each account locked once. A single transfer is a
+-- batch of one. Item i is (p_sources[i], p_targets[i], p_amounts[i], p_requested[i]), under
+-- key p_keys[i] (or NULL); p_refused[i], when not NULL, is the outcome its input alone
+-- decided, only to be stored under its key. Keys must be distinct.
+-- Not atomic: each item commits or is refused on its own, a refused item changing nothing.
+-- Atomic: all commit, or none does (ledger_abort_batch) and no key is stored.
+-- Returns the items' outcomes, in order.
+CREATE OR REPLACE FUNCTION ledger_transfers(
+    p_sources text[], p_targets text[], p_amounts bigint[], p_requested bigint[],
+    p_keys text[], p_fingerprints text[], p_refused jsonb[], p_atomic boolean, p_wall bigint
+) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    n integer := cardinality(p_sources);
+    results jsonb[] := array_fill(NULL::jsonb, ARRAY[n]);
+    claimed boolean[] := array_fill(false, ARRAY[n]);
+    now_ms bigint := ledger_now(p_wall);
+    newest bigint;
+    touched text[];
+    i integer;
+BEGIN
+    -- Claims in key order: batches claiming overlapping keys queue in the same order.
+    FOR i IN
+        SELECT k.i FROM unnest(p_keys) WITH ORDINALITY AS k (key, i)
+        WHERE k.key IS NOT NULL ORDER BY k.key
+    LOOP
+        results[i] := ledger_claim(p_keys[i], 'transfer', p_fingerprints[i]);
+        claimed[i] := results[i] IS NULL;
+        IF claimed[i] THEN results[i] := p_refused[i]; END IF;
+    END LOOP;
+    FOR i IN 1 .. n LOOP
+        IF p_atomic AND NOT claimed[i] AND ledger_has_refusals(results[i]) THEN
+            PERFORM ledger_abort_batch(i - 1, results[i]);  -- a replayed refusal is a refusal
+        END IF;
+    END LOOP;
+    touched := ARRAY(
+        SELECT unnest(ARRAY[p_sources[j], p_targets[j]])
+        FROM generate_subscripts(p_sources, 1) AS j WHERE results[j] IS NULL);
+    PERFORM ledger_lock(touched);
+    PERFORM ledger_settle(touched, now_ms);
+    FOR i IN 1 .. n LOOP
+        CONTINUE WHEN results[i] IS NOT NULL;
+        results[i] := ledger_transfer_one(
+            p_sources[i], p_targets[i], p_amounts[i], p_requested[i], now_ms, p_wall);
+        IF ledger_has_refusals(results[i]) THEN
+            IF p_atomic THEN PERFORM ledger_abort_batch(i - 1, results[i]); END IF;
+        ELSE
+            newest := greatest(newest, (results[i] -> 'entry' ->> 'ts')::bigint);
+            IF p_wall IS NULL THEN  -- later items see the client clock it moved
+                now_ms := greatest(now_ms, newest);
+            END IF;
+        END IF;
+    END LOOP;
+    IF newest IS NOT NULL THEN PERFORM ledger_advance_clock(p_wall, newest); END IF;
+    FOR i IN 1 .. n LOOP
+        IF claimed[i] THEN PERFORM ledger_store(p_keys[i], results[i]); END IF;
+    END LOOP;
+    RETURN to_jsonb(results);
+END $$;
