@@ -11,9 +11,10 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from bank_graphql.api.codes import ErrorCode
 from bank_graphql.api.context import Context
 from bank_graphql.api.documents import CachedDocuments, DocumentCache
-from bank_graphql.api.errors import ErrorCode, error_code
+from bank_graphql.api.errors import error_code
 from bank_graphql.api.limits import QueryLimits, limit_extensions
 from bank_graphql.api.mutation import Mutation
 from bank_graphql.api.observability import RequestLog
