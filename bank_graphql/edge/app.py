@@ -23,6 +23,7 @@ from bank_graphql.edge.graphql_view import GraphQLEndpoint
 from bank_graphql.edge.http_errors import error_response
 from bank_graphql.edge.http_limits import BodySizeLimit
 from bank_graphql.edge.logs import configure_logging
+from bank_graphql.edge.observability import RequestLog
 from bank_graphql.edge.settings import Settings, settings_from_env
 from bank_graphql.ledger import Ledger, Sweeper, open_pool
 
@@ -64,7 +65,8 @@ async def websocket_not_found(websocket: WebSocket) -> None:
 
 def create_app(settings: Settings) -> Starlette:
     endpoint = GraphQLEndpoint(
-        build_schema(settings.queries), graphql_ide="graphiql" if settings.graphiql else None
+        build_schema(settings.queries, extensions=(RequestLog,)),
+        graphql_ide="graphiql" if settings.graphiql else None,
     )
 
     @asynccontextmanager
