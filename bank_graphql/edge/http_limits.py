@@ -13,7 +13,7 @@ from bank_graphql.edge.http_errors import error_response
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
     """Bounds on connections, enforced before the application sees a request
-    (bank_graphql/http_server.py) and while it reads the body (`BodySizeLimit`)."""
+    (bank_graphql/edge/http_server.py) and while it reads the body (`BodySizeLimit`)."""
 
     header_bytes_max: int = 16_384
     """The request line and header fields together."""
