@@ -1,11 +1,11 @@
 """Rules that hold below the API: the database's own guards, the exported SDL, and the code's
-layering and SQL hygiene (checked by reading the source with `ast`)."""
+SQL hygiene (checked by reading the source with `ast`; the code's structure is
+tests/test_structure.py's)."""
 
 import ast
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -150,66 +150,6 @@ def test_contract_check_can_fail(tmp_path: Path) -> None:
     result = _check_contract(broken)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "topSpenders" in result.stdout
-
-
-# -- layering -----------------------------------------------------------------------------------
-
-
-def _modules(subpackage: str) -> list[Path]:
-    found = sorted((PACKAGE / subpackage).rglob("*.py"))
-    assert found, f"no modules under {subpackage}"
-    return found
-
-
-def _imported_roots(tree: ast.AST) -> Iterator[tuple[int, str]]:
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield node.lineno, alias.name.split(".")[0]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            yield node.lineno, node.module.split(".")[0]
-        elif (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute | ast.Name)
-            and (node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id)
-            in {"import_module", "__import__"}
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-            and isinstance(node.args[0].value, str)
-        ):
-            yield node.lineno, node.args[0].value.split(".")[0]
-
-
-def _forbidden_imports(subpackage: str, forbidden: set[str]) -> list[str]:
-    found = []
-    for path in _modules(subpackage):
-        tree = ast.parse(path.read_text(), filename=str(path))
-        for line, root in _imported_roots(tree):
-            if root in forbidden:
-                found.append(f"{path.relative_to(ROOT)}:{line} imports {root}")
-    return found
-
-
-def test_ledger_knows_nothing_of_graphql_or_http() -> None:
-    forbidden = {"strawberry", "starlette", "graphql", "cross_web", "uvicorn", "httpx"}
-    assert _forbidden_imports("ledger", forbidden) == []
-    # The ledger must not reach into the API layer either.
-    assert [
-        f"{path.relative_to(ROOT)}:{node.lineno}"
-        for path in _modules("ledger")
-        for node in ast.walk(ast.parse(path.read_text()))
-        if isinstance(node, ast.ImportFrom)
-        and (node.module or "").startswith(("bank_graphql.api", "bank_graphql.edge.graphql_view"))
-    ] == []
-
-
-def test_api_knows_nothing_of_the_database_driver() -> None:
-    assert _forbidden_imports("api", {"psycopg", "psycopg_pool", "psycopg2", "asyncpg"}) == []
-
-
-def test_layering_check_can_fail() -> None:
-    tree = ast.parse("import strawberry\nfrom psycopg import sql\nimport starlette.routing\n")
-    assert [root for _, root in _imported_roots(tree)] == ["strawberry", "psycopg", "starlette"]
 
 
 # -- no string-formatted SQL --------------------------------------------------------------------

@@ -26,6 +26,8 @@ from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRul
 from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 from strawberry.types import ExecutionContext
 
+from bank_graphql.api.codes import ErrorCode
+
 DOCUMENT_CACHE_BYTES_MAX = 32 * 1024 * 1024
 CACHED_DOCUMENT_BYTES_MAX = 1024 * 1024
 # What graphql-core's syntax tree holds per token, measured with tracemalloc on documents
@@ -136,4 +138,4 @@ def _unnamed_choice(context: ExecutionContext) -> list[GraphQLError]:
     if len(operations) < 2:
         return []
     message = "Must provide operation name if query contains multiple operations."
-    return [GraphQLError(message, extensions={"code": "BAD_REQUEST"})]
+    return [GraphQLError(message, extensions={"code": ErrorCode.BAD_REQUEST.value})]

@@ -2,28 +2,14 @@
 formatter every transport (HTTP, WebSocket) sends errors through."""
 
 import re
-from enum import StrEnum
 from typing import Any
 
 from graphql import GraphQLError
 from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
+from bank_graphql.api.codes import ErrorCode
 from bank_graphql.ledger import is_busy, is_unavailable
-
-
-class ErrorCode(StrEnum):
-    """Codes of request-level GraphQL errors (business refusals are `UserError`s instead)."""
-
-    BAD_REQUEST = "BAD_REQUEST"
-    GRAPHQL_PARSE_FAILED = "GRAPHQL_PARSE_FAILED"
-    GRAPHQL_VALIDATION_FAILED = "GRAPHQL_VALIDATION_FAILED"
-    BAD_USER_INPUT = "BAD_USER_INPUT"
-    QUERY_TOO_COSTLY = "QUERY_TOO_COSTLY"
-    TOO_MANY_OPERATIONS = "TOO_MANY_OPERATIONS"
-    DATABASE_UNAVAILABLE = "DATABASE_UNAVAILABLE"
-    DATABASE_BUSY = "DATABASE_BUSY"
-    INTERNAL_SERVER_ERROR = "INTERNAL_SERVER_ERROR"
 
 
 class ApiError(Exception):

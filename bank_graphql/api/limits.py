@@ -42,6 +42,7 @@ from graphql import (
 )
 from strawberry.extensions import MaxTokensLimiter, SchemaExtension
 
+from bank_graphql.api.codes import ErrorCode
 from bank_graphql.api.query import TOP_SPENDERS_MAX
 from bank_graphql.api.scalars import INTEGER_LITERAL_LENGTH_MAX, IntegerLiteralsRule
 from bank_graphql.api.types import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX
@@ -214,7 +215,7 @@ def limits_rule(limits: QueryLimits) -> type[ValidationRule]:
                         f"operation may resolve {measure.cost} objects, more than the "
                         f"{limits.cost_max} allowed: ask for smaller pages",
                         node,
-                        extensions={"code": "QUERY_TOO_COSTLY"},
+                        extensions={"code": ErrorCode.QUERY_TOO_COSTLY.value},
                     )
                 )
             return SKIP  # measured whole, spreads included

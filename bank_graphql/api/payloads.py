@@ -4,16 +4,15 @@ from typing import Self
 
 import strawberry
 
+from bank_graphql.api.codes import UserErrorCode
 from bank_graphql.api.scalars import Money
 from bank_graphql.api.types import Account, LedgerEntry, Payment
-from bank_graphql.ledger import BatchOutcome, RefusalCode, WriteOutcome
-
-ErrorCode = strawberry.enum(RefusalCode, name="ErrorCode")
+from bank_graphql.ledger import BatchOutcome, WriteOutcome
 
 
 @strawberry.type(description="Why a mutation did nothing. A mutation with errors changed nothing.")
 class UserError:
-    code: ErrorCode  # type: ignore[valid-type]
+    code: UserErrorCode  # type: ignore[valid-type]
     message: str
     field: list[str] | None = strawberry.field(
         description='Path to the input field at fault, e.g. ["input", "amount"].'

@@ -2,7 +2,7 @@
 whichever transport (HTTP or WebSocket) brought it."""
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import strawberry
@@ -11,12 +11,12 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from bank_graphql.api.codes import ErrorCode
 from bank_graphql.api.context import Context
 from bank_graphql.api.documents import CachedDocuments, DocumentCache
-from bank_graphql.api.errors import ErrorCode, error_code
+from bank_graphql.api.errors import error_code
 from bank_graphql.api.limits import QueryLimits, limit_extensions
 from bank_graphql.api.mutation import Mutation
-from bank_graphql.api.observability import RequestLog
 from bank_graphql.api.query import Query
 from bank_graphql.api.scalars import SCALARS
 
@@ -36,7 +36,7 @@ class EndReadsAfterOperation(SchemaExtension):
 
 
 class BankSchema(strawberry.Schema):
-    def __init__(self, limits: QueryLimits) -> None:
+    def __init__(self, limits: QueryLimits, extensions: Sequence[type[SchemaExtension]]) -> None:
         self.limits = limits
         self.documents = DocumentCache()
         super().__init__(
@@ -46,7 +46,7 @@ class BankSchema(strawberry.Schema):
             extensions=[
                 *limit_extensions(limits),
                 lambda: CachedDocuments(self.documents, suggestions=limits.introspection),
-                RequestLog,
+                *extensions,
                 EndReadsAfterOperation,
             ],
         )
@@ -74,8 +74,12 @@ class BankSchema(strawberry.Schema):
                 log.warning("%s in %s: %s", code.value, error.path, error.original_error)
 
 
-def build_schema(limits: QueryLimits | None = None) -> BankSchema:
-    return BankSchema(limits or QueryLimits())
+def build_schema(
+    limits: QueryLimits | None = None, extensions: Sequence[type[SchemaExtension]] = ()
+) -> BankSchema:
+    """The schema; `extensions` (the edge's request log and metrics) run after the limits
+    and before the read snapshot ends."""
+    return BankSchema(limits or QueryLimits(), extensions)
 
 
 # The schema as a module attribute, for `strawberry export-schema bank_graphql.api.schema`.

@@ -16,12 +16,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from bank_graphql.api.codes import ErrorCode
 from bank_graphql.api.schema import build_schema
 from bank_graphql.edge import metrics
 from bank_graphql.edge.graphql_view import GraphQLEndpoint
 from bank_graphql.edge.http_errors import error_response
 from bank_graphql.edge.http_limits import BodySizeLimit
 from bank_graphql.edge.logs import configure_logging
+from bank_graphql.edge.observability import RequestLog
 from bank_graphql.edge.settings import Settings, settings_from_env
 from bank_graphql.ledger import Ledger, Sweeper, open_pool
 
@@ -47,7 +49,8 @@ async def prometheus_metrics(request: Request) -> Response:
 async def http_error(request: Request, exc: Exception) -> Response:
     """Routing's own refusals (no such path, a method the route lacks) as coded JSON."""
     assert isinstance(exc, HTTPException)
-    code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "BAD_REQUEST")
+    routing_codes = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
+    code = routing_codes.get(exc.status_code, ErrorCode.BAD_REQUEST)
     response = error_response(exc.status_code, code, exc.detail, method=request.method)
     response.headers.update(exc.headers or {})
     return response
@@ -56,13 +59,14 @@ async def http_error(request: Request, exc: Exception) -> Response:
 async def websocket_not_found(websocket: WebSocket) -> None:
     """A websocket to a path with none: the coded 404 an HTTP request gets, where a bare
     close would answer 403 with no body."""
-    response = error_response(404, "NOT_FOUND", "Not Found", method="GET")
+    response = error_response(404, ErrorCode.NOT_FOUND, "Not Found", method="GET")
     await websocket.send_denial_response(response)
 
 
 def create_app(settings: Settings) -> Starlette:
     endpoint = GraphQLEndpoint(
-        build_schema(settings.queries), graphql_ide="graphiql" if settings.graphiql else None
+        build_schema(settings.queries, extensions=(RequestLog,)),
+        graphql_ide="graphiql" if settings.graphiql else None,
     )
 
     @asynccontextmanager

@@ -16,8 +16,9 @@ from strawberry.schema import BaseSchema
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types import ExecutionResult
 
+from bank_graphql.api.codes import ErrorCode
 from bank_graphql.api.context import Context
-from bank_graphql.api.errors import ErrorCode, format_error
+from bank_graphql.api.errors import format_error
 from bank_graphql.edge.graphql_ws import (
     CONNECTION_INIT_TIMEOUT_S,
     OPERATIONS_PER_CONNECTION_MAX,
@@ -29,9 +30,9 @@ from bank_graphql.edge.http_errors import dump_json, error_response, load_json, 
 # The media type of a GraphQL-over-HTTP POST body (parameters such as charset aside).
 _JSON_MEDIA_TYPE = "application/json"
 _HTTP_ERROR_CODES = {
-    404: "NOT_FOUND",
-    405: "METHOD_NOT_ALLOWED",
-    415: "UNSUPPORTED_MEDIA_TYPE",
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    415: ErrorCode.UNSUPPORTED_MEDIA_TYPE,
 }
 
 
@@ -111,5 +112,5 @@ def _http_error(request: Request, exc: HTTPException) -> Response:
     if request.method == "GET" and "mutation" in reason.lower():
         # GraphQL over HTTP: an operation GET may not carry is "405 Method Not Allowed".
         status_code, reason = 405, "mutations must be sent with POST"
-    code = _HTTP_ERROR_CODES.get(status_code, ErrorCode.BAD_REQUEST.value)
+    code = _HTTP_ERROR_CODES.get(status_code, ErrorCode.BAD_REQUEST)
     return error_response(status_code, code, reason, method=request.method)

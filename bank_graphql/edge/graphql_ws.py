@@ -33,8 +33,9 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
 from strawberry.types import ExecutionResult
 from strawberry.types.execution import PreExecutionError
 
+from bank_graphql.api.codes import ErrorCode
 from bank_graphql.api.context import Context
-from bank_graphql.api.errors import ApiError, ErrorCode, format_error
+from bank_graphql.api.errors import ApiError, format_error
 from bank_graphql.edge.http_errors import dump_json, load_json, record_refusal
 
 log = logging.getLogger(__name__)
@@ -45,13 +46,13 @@ OPERATION_ID_CHARS_MAX = 128
 
 # Close codes of the protocol, as error codes in the request log and the error metric.
 _CLOSE_CODES = {
-    4400: "BAD_REQUEST",
-    4401: "UNAUTHORIZED",
-    4403: "FORBIDDEN",
-    4406: "SUBPROTOCOL_NOT_ACCEPTABLE",
-    4408: "CONNECTION_INIT_TIMEOUT",
-    4409: "OPERATION_ID_IN_USE",
-    4429: "TOO_MANY_INITIALISATION_REQUESTS",
+    4400: ErrorCode.BAD_REQUEST,
+    4401: ErrorCode.UNAUTHORIZED,
+    4403: ErrorCode.FORBIDDEN,
+    4406: ErrorCode.SUBPROTOCOL_NOT_ACCEPTABLE,
+    4408: ErrorCode.CONNECTION_INIT_TIMEOUT,
+    4409: ErrorCode.OPERATION_ID_IN_USE,
+    4429: ErrorCode.TOO_MANY_INITIALISATION_REQUESTS,
 }
 
 
@@ -84,7 +85,7 @@ class WebSocketAdapter(ASGIWebSocketAdapter):
             raise WebSocketDisconnected from exc
 
     async def close(self, code: int, reason: str) -> None:
-        record_refusal(_CLOSE_CODES.get(code, "BAD_REQUEST"), close_code=code)
+        record_refusal(_CLOSE_CODES.get(code, ErrorCode.BAD_REQUEST), close_code=code)
         # A close frame carries at most 123 bytes of reason.
         reason = reason.encode()[:123].decode(errors="ignore")
         with suppress(RuntimeError):  # already closed

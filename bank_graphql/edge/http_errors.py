@@ -8,6 +8,7 @@ import logging
 import orjson
 from starlette.responses import Response
 
+from bank_graphql.api.codes import ErrorCode
 from bank_graphql.edge import metrics
 
 request_log = logging.getLogger("bank_graphql.requests")
@@ -35,10 +36,10 @@ def load_json(data: str | bytes) -> object:
             raise ValueError("JSON nested too deep") from exc
 
 
-def record_refusal(code: str, **fields: object) -> None:
+def record_refusal(code: ErrorCode, **fields: object) -> None:
     """Log and count a request (or a WebSocket frame) refused before GraphQL ran."""
-    metrics.ERRORS.labels(code).inc()
-    request_log.info("request refused", extra={**fields, "error_codes": [code]})
+    metrics.ERRORS.labels(code.value).inc()
+    request_log.info("request refused", extra={**fields, "error_codes": [code.value]})
 
 
 def record_disconnect(method: str) -> None:
@@ -48,10 +49,10 @@ def record_disconnect(method: str) -> None:
 
 
 def error_response(
-    status_code: int, code: str, message: str, *, method: str | None = None
+    status_code: int, code: ErrorCode, message: str, *, method: str | None = None
 ) -> Response:
     record_refusal(code, method=method, status=status_code)
-    body = {"data": None, "errors": [{"message": message, "extensions": {"code": code}}]}
+    body = {"data": None, "errors": [{"message": message, "extensions": {"code": code.value}}]}
     headers = {"Allow": "POST"} if status_code == 405 else None
     return Response(
         dump_json(body), status_code=status_code, media_type="application/json", headers=headers

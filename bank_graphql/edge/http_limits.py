@@ -6,13 +6,14 @@ from dataclasses import dataclass, fields
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bank_graphql.api.codes import ErrorCode
 from bank_graphql.edge.http_errors import error_response
 
 
 @dataclass(frozen=True, slots=True)
 class HttpLimits:
     """Bounds on connections, enforced before the application sees a request
-    (bank_graphql/http_server.py) and while it reads the body (`BodySizeLimit`)."""
+    (bank_graphql/edge/http_server.py) and while it reads the body (`BodySizeLimit`)."""
 
     header_bytes_max: int = 16_384
     """The request line and header fields together."""
@@ -79,7 +80,7 @@ class BodySizeLimit:
         except _BodyTooSlow:
             response = error_response(
                 408,
-                "REQUEST_TIMEOUT",
+                ErrorCode.REQUEST_TIMEOUT,
                 f"request body not received within {self.body_read_timeout_s:g} s",
                 method=scope["method"],
             )
@@ -90,7 +91,7 @@ class BodySizeLimit:
     async def _refuse_too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = error_response(
             413,
-            "REQUEST_TOO_LARGE",
+            ErrorCode.REQUEST_TOO_LARGE,
             f"request body larger than {self.body_bytes_max} bytes",
             method=scope["method"],
         )

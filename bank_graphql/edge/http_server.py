@@ -20,6 +20,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from bank_graphql.api.codes import ErrorCode
 from bank_graphql.edge.http_errors import error_response
 from bank_graphql.edge.http_limits import HttpLimits
 
@@ -45,13 +46,15 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._fields_bytes = 0
         self._fields_count = 0
         self._body_late = False
-        self._refusal: tuple[int, str, str] | None = None
+        self._refusal: tuple[int, ErrorCode, str] | None = None
         self._draining = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.limits.connections_max:
-            self._answer(503, "TOO_MANY_CONNECTIONS", "too many open connections; retry shortly")
+            self._answer(
+                503, ErrorCode.TOO_MANY_CONNECTIONS, "too many open connections; retry shortly"
+            )
             return
         self._arm_head_timer()
 
@@ -97,14 +100,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_url(self, url: bytes) -> None:
         super().on_url(url)
         if len(self.url) > self.limits.url_bytes_max:
-            self._refuse(414, "URL_TOO_LONG", f"URL longer than {self.limits.url_bytes_max} bytes")
+            self._refuse(
+                414, ErrorCode.URL_TOO_LONG, f"URL longer than {self.limits.url_bytes_max} bytes"
+            )
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._fields_count += 1
         self._fields_bytes += len(name) + len(value) + 4  # ": " and CRLF
         if self._fields_count > self.limits.headers_count_max:
             max_count = self.limits.headers_count_max
-            self._refuse(431, "HEADERS_TOO_LARGE", f"more than {max_count} header fields")
+            self._refuse(431, ErrorCode.HEADERS_TOO_LARGE, f"more than {max_count} header fields")
         if len(self.url) + self._fields_bytes > self.limits.header_bytes_max:
             self._refuse(*self._headers_too_large())
         super().on_header(name, value)
@@ -133,7 +138,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def send_400_response(self, msg: str) -> None:
         """A request the parser cannot read gets the coded JSON error every refusal gets."""
-        self._answer(400, "BAD_REQUEST", msg)
+        self._answer(400, ErrorCode.BAD_REQUEST, msg)
 
     # Deadlines and refusals
 
@@ -155,7 +160,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self._arm_head_timer()  # a pipelined head waits behind a response in progress
         elif self._head_pending and not self._draining:
             message = f"request head not received within {self.limits.header_read_timeout_s:g} s"
-            self._answer(408, "REQUEST_TIMEOUT", message)
+            self._answer(408, ErrorCode.REQUEST_TIMEOUT, message)
         else:
             self.transport.close()
 
@@ -170,16 +175,20 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _responding(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete
 
-    def _headers_too_large(self) -> tuple[int, str, str]:
+    def _headers_too_large(self) -> tuple[int, ErrorCode, str]:
         max_bytes = self.limits.header_bytes_max
-        return 431, "HEADERS_TOO_LARGE", f"request line and headers longer than {max_bytes} bytes"
+        return (
+            431,
+            ErrorCode.HEADERS_TOO_LARGE,
+            f"request line and headers longer than {max_bytes} bytes",
+        )
 
-    def _refuse(self, status: int, code: str, message: str) -> None:
+    def _refuse(self, status: int, code: ErrorCode, message: str) -> None:
         """From a parser callback: stop parsing; data_received answers."""
         self._refusal = (status, code, message)
         raise _Refused
 
-    def _answer(self, status: int, code: str, message: str, *, drain: bool = False) -> None:
+    def _answer(self, status: int, code: ErrorCode, message: str, *, drain: bool = False) -> None:
         """Answer a request the application never saw and close the connection, after reading
         what the client still sends until the head deadline when `drain`."""
         self._head_pending = False
