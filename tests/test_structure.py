@@ -103,6 +103,16 @@ def test_api_knows_nothing_of_the_database_driver() -> None:
 
 def test_domain_is_pure() -> None:
     assert _forbidden_imports("ledger/domain", {"psycopg", "psycopg_pool"}) == []
+    # Nor does it reach into the storage or the facade above it.
+    assert [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for path in _modules("ledger/domain")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom)
+        and (node.module or "").startswith(
+            ("bank_graphql.ledger.storage", "bank_graphql.ledger.service")
+        )
+    ] == []
 
 
 def test_layering_check_can_fail() -> None:
@@ -205,26 +215,9 @@ def _package_graph() -> dict[str, set[str]]:
     return import_graph({_module_name(p): (_parse(p), _package(p)) for p in MODULES})
 
 
-# Fixed by the write path's move into SQL functions; then these marks go.
-_CIRCLES_KNOWN = {
-    "bank_graphql.ledger.domain.checks",
-    "bank_graphql.ledger.storage.unit_of_work",
-}
-
-
 @pytest.mark.parametrize(
     "module",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                strict=True, reason="checks.py and unit_of_work.py import each other"
-            ),
-        )
-        if name in _CIRCLES_KNOWN
-        else name
-        for name in sorted(_module_name(p) for p in MODULES)
-    ],
+    sorted(_module_name(p) for p in MODULES),
 )
 def test_no_import_circle(module: str) -> None:
     assert import_circle(_package_graph(), module) is None
@@ -258,21 +251,9 @@ def long_functions(tree: ast.AST) -> list[str]:
     ]
 
 
-_LONG_MODULES_KNOWN = {"bank_graphql/ledger/service.py"}
-
-
 @pytest.mark.parametrize(
     "path",
-    [
-        pytest.param(
-            path,
-            id=_module_id(path),
-            marks=pytest.mark.xfail(strict=True, reason="the write path moves into SQL"),
-        )
-        if _module_id(path) in _LONG_MODULES_KNOWN
-        else pytest.param(path, id=_module_id(path))
-        for path in MODULES
-    ],
+    [pytest.param(path, id=_module_id(path)) for path in MODULES],
 )
 def test_module_size(path: Path) -> None:
     assert not too_long(path.read_text())
