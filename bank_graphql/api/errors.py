@@ -9,7 +9,7 @@ from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from bank_graphql.api.codes import ErrorCode
-from bank_graphql.ledger import is_busy, is_unavailable
+from bank_graphql.ledger import DatabaseBusy, DatabaseUnavailable
 
 
 class ApiError(Exception):
@@ -41,9 +41,9 @@ def error_code(error: GraphQLError) -> ErrorCode:
         return original.code
     if isinstance(original, _BAD_REQUESTS):
         return ErrorCode.BAD_REQUEST
-    if original is not None and is_unavailable(original):
+    if isinstance(original, DatabaseUnavailable):
         return ErrorCode.DATABASE_UNAVAILABLE
-    if original is not None and is_busy(original):
+    if isinstance(original, DatabaseBusy):
         return ErrorCode.DATABASE_BUSY
     code = (error.extensions or {}).get("code")
     if isinstance(code, str) and code in ErrorCode.__members__:

@@ -1,6 +1,7 @@
 """The ledger: data access over PostgreSQL. Knows nothing of GraphQL or HTTP."""
 
 from bank_graphql.ledger.domain.clock import ClockMode
+from bank_graphql.ledger.domain.errors import DatabaseBusy, DatabaseUnavailable, LedgerError
 from bank_graphql.ledger.domain.models import (
     Account,
     BatchOutcome,
@@ -20,8 +21,6 @@ from bank_graphql.ledger.storage.database import (
     Conn,
     PoolLimits,
     ensure_database,
-    is_busy,
-    is_unavailable,
     migrate,
     open_pool,
 )
@@ -33,9 +32,12 @@ __all__ = [
     "BatchOutcome",
     "ClockMode",
     "Conn",
+    "DatabaseBusy",
+    "DatabaseUnavailable",
     "Entry",
     "EntryKind",
     "Ledger",
+    "LedgerError",
     "Page",
     "PageRequest",
     "Payment",
@@ -51,8 +53,6 @@ __all__ = [
     "WriteOutcome",
     "audit_books",
     "ensure_database",
-    "is_busy",
-    "is_unavailable",
     "migrate",
     "open_pool",
 ]

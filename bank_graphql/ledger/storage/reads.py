@@ -12,6 +12,7 @@ from bank_graphql.ledger.domain.models import Account, Entry, EntryKind, Page, P
 from bank_graphql.ledger.storage.cashback import SweepLimits, any_due, settle_due
 from bank_graphql.ledger.storage.clock import read_now
 from bank_graphql.ledger.storage.database import Conn, reconnects_max
+from bank_graphql.ledger.storage.errors import translated
 from bank_graphql.ledger.storage.keyset import Keyset, PageRequest, Window
 
 _BIGINT_MAX = 2**63 - 1
@@ -115,14 +116,17 @@ class Snapshot:
         self.conn = conn
         self.now = now
 
+    @translated
     async def accounts_by_id(self, ids: Sequence[str]) -> dict[str, Account]:
         cursor = await self.conn.execute(_ACCOUNTS_BY_ID, (list(ids),))
         return {row[0]: _account(row) for row in await cursor.fetchall()}
 
+    @translated
     async def accounts(self, request: PageRequest) -> Page[Account]:
         window = Window(above=("",), below=(_ID_ABOVE_ALL,))
         return await _ACCOUNT_PAGES.page(self.conn, {}, window, request)
 
+    @translated
     async def balances(self, keys: Sequence[tuple[str, int]]) -> list[int | None]:
         """Balance of each (account id, at); None where the account did not exist yet."""
         cursor = await self.conn.execute(
@@ -131,6 +135,7 @@ class Snapshot:
         found = {int(ord_): balance for ord_, balance in await cursor.fetchall()}
         return [found.get(i) for i in range(1, len(keys) + 1)]
 
+    @translated
     async def entries(
         self, account_id: str, request: PageRequest, since: int | None, until: int | None
     ) -> Page[Entry]:
@@ -141,28 +146,32 @@ class Snapshot:
         )
         return await _ENTRY_PAGES.page(self.conn, {"account": account_id}, window, request)
 
+    @translated
     async def payments(self, owner_id: str, request: PageRequest) -> Page[Payment]:
         window = Window(above=(0,), below=(_BIGINT_MAX,))
         return await _PAYMENT_PAGES.page(self.conn, {"owner": owner_id}, window, request)
 
+    @translated
     async def payment(self, owner_id: str, number: int) -> Payment | None:
         cursor = await self.conn.execute(_PAYMENT, {"number": number, "owner": owner_id})
         row = await cursor.fetchone()
         return None if row is None else _payment(row)
 
+    @translated
     async def top_spenders(self, first: int) -> list[Spender]:
         cursor = await self.conn.execute(_TOP_SPENDERS, (first,))
         return [Spender(account_id=r[0], outgoing=r[1]) for r in await cursor.fetchall()]
 
 
-@asynccontextmanager
-async def settle_due_then_snapshot(
+@translated
+async def _settled_connection(
     pool: AsyncConnectionPool[Conn], clock: ClockMode, sweep_limits: SweepLimits
-) -> AsyncIterator[Snapshot]:
-    """Credit every cashback due by now (a write, in transactions of its own), then hold one
-    read-only snapshot until exit."""
+) -> tuple[Conn, int]:
+    """A connection of the pool holding a new read-only snapshot, taken after crediting
+    every cashback due by now (in transactions of its own); and that now."""
     for attempt in range(reconnects_max(pool)):
-        async with pool.connection() as conn:
+        conn = await pool.getconn()
+        try:
             try:
                 now = await read_now(conn, clock)
                 due = await any_due(conn, now)
@@ -171,13 +180,30 @@ async def settle_due_then_snapshot(
                 # (the pool replaces the dead one in the background).
                 if not conn.broken or attempt + 1 == reconnects_max(pool):
                     raise
+                await pool.putconn(conn)
                 continue
             if due:
                 await settle_due(conn, now, sweep_limits)
             await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            try:
-                yield Snapshot(conn, now)
-            finally:
-                if not conn.broken:
-                    await conn.execute("ROLLBACK")
-            return
+        except BaseException:
+            await pool.putconn(conn)
+            raise
+        return conn, now
+    raise AssertionError("unreachable: the last attempt raises")
+
+
+@asynccontextmanager
+async def settle_due_then_snapshot(
+    pool: AsyncConnectionPool[Conn], clock: ClockMode, sweep_limits: SweepLimits
+) -> AsyncIterator[Snapshot]:
+    """Credit every cashback due by now (a write, in transactions of its own), then hold one
+    read-only snapshot until exit."""
+    conn, now = await _settled_connection(pool, clock, sweep_limits)
+    try:
+        yield Snapshot(conn, now)
+    finally:
+        try:
+            if not conn.broken:
+                await conn.execute("ROLLBACK")
+        finally:
+            await pool.putconn(conn)

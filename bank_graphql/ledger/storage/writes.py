@@ -21,6 +21,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from bank_graphql.ledger.storage.database import Conn, reconnects_max
+from bank_graphql.ledger.storage.errors import translated
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ def jsonb(document: dict[str, Any] | None) -> Jsonb | None:
     return None if document is None else Jsonb(document)
 
 
+@translated
 async def call(
     pool: AsyncConnectionPool[Conn],
     statement: str,
