@@ -94,10 +94,11 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION ledger_store(p_key text, p_outcome jsonb) RETURNS jsonb
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
     UPDATE idempotency_keys SET outcome = p_outcome WHERE key = p_key;
-    SELECT p_outcome;
-$$;
+    RETURN p_outcome;
+END $$;
 
 -- An outcome the caller decided on the input alone (a malformed amount, say), stored under
 -- its key like any outcome; or the answer the key already holds.
@@ -111,12 +112,19 @@ $$;
 -- -- time -----------------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION ledger_now(p_wall bigint) RETURNS bigint
-LANGUAGE sql STABLE AS $$ SELECT coalesce(p_wall, (SELECT now_ms FROM client_clock)) $$;
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF p_wall IS NOT NULL THEN RETURN p_wall; END IF;
+    RETURN (SELECT now_ms FROM client_clock);
+END $$;
 
 CREATE OR REPLACE FUNCTION ledger_advance_clock(p_wall bigint, p_ts bigint) RETURNS void
-LANGUAGE sql AS $$
-    UPDATE client_clock SET now_ms = p_ts WHERE p_wall IS NULL AND now_ms < p_ts
-$$;
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_wall IS NULL THEN
+        UPDATE client_clock SET now_ms = p_ts WHERE now_ms < p_ts;
+    END IF;
+END $$;
 
 -- On the server's clock a timestamp later than now is refused.
 CREATE OR REPLACE FUNCTION ledger_refuse_future(p_wall bigint, p_requested bigint)
@@ -146,14 +154,31 @@ $$;
 
 -- Locks the open accounts among p_ids in id order: two writes touching the same accounts
 -- always queue in the same order, so opposing transfers never deadlock. Missing and merged
--- accounts are left out.
-CREATE OR REPLACE FUNCTION ledger_lock(p_ids text[]) RETURNS SETOF text
-LANGUAGE sql AS $$
-    SELECT id FROM accounts WHERE id = ANY(p_ids) AND merged_into IS NULL ORDER BY id FOR UPDATE
-$$;
+-- accounts are left out. Then credits their cashback due by p_now (none when NULL), which
+-- is owed whatever the write goes on to do.
+CREATE OR REPLACE FUNCTION ledger_lock(p_ids text[], p_now bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    earliest_due bigint;
+BEGIN
+    SELECT min(next_cashback_due_at) INTO earliest_due FROM (
+        SELECT next_cashback_due_at FROM accounts
+        WHERE id = ANY(p_ids) AND merged_into IS NULL
+        ORDER BY id FOR UPDATE
+    ) AS locked;
+    IF earliest_due <= p_now THEN
+        PERFORM ledger_settle(p_ids, p_now);
+    END IF;
+END $$;
 
 CREATE OR REPLACE FUNCTION ledger_open_account(p_id text) RETURNS accounts
-LANGUAGE sql STABLE AS $$ SELECT * FROM accounts WHERE id = p_id AND merged_into IS NULL $$;
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    found_row accounts%ROWTYPE;
+BEGIN
+    SELECT * INTO found_row FROM accounts WHERE id = p_id AND merged_into IS NULL;
+    RETURN found_row;
+END $$;
 
 CREATE OR REPLACE FUNCTION ledger_not_found(p_id text, p_field text) RETURNS jsonb
 LANGUAGE sql IMMUTABLE AS $$
@@ -163,13 +188,16 @@ $$;
 -- Cashback of the account's payments (and of the accounts it absorbed) due by p_horizon and
 -- not credited yet. p_next_due spares the query when nothing can be due.
 CREATE OR REPLACE FUNCTION ledger_cashback_due(p_owner accounts, p_horizon bigint)
-RETURNS bigint LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN p_owner.next_cashback_due_at <= p_horizon THEN
-        (SELECT coalesce(sum(p.cashback), 0)::bigint
-         FROM payments p JOIN accounts o ON o.id = p.account_id
-         WHERE o.survivor_id = p_owner.id AND NOT p.settled AND p.cashback_due_at <= p_horizon)
-    ELSE 0 END
-$$;
+RETURNS bigint LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    IF p_owner.next_cashback_due_at IS NULL OR p_owner.next_cashback_due_at > p_horizon THEN
+        RETURN 0;
+    END IF;
+    RETURN (SELECT coalesce(sum(p.cashback), 0)::bigint
+            FROM payments p JOIN accounts o ON o.id = p.account_id
+            WHERE o.survivor_id = p_owner.id AND NOT p.settled
+              AND p.cashback_due_at <= p_horizon);
+END $$;
 
 -- Credits the cashback due by p_horizon to the locked open account p_owner, each at its due
 -- time, in due order. Cashback found unpaid behind a later entry (a ledger written by an
@@ -235,7 +263,10 @@ DECLARE
     owner text;
     settled integer := 0;
 BEGIN
-    FOR owner IN SELECT ledger_lock(p_owners) LOOP
+    PERFORM ledger_lock(p_owners, NULL);
+    FOR owner IN
+        SELECT id FROM accounts WHERE id = ANY(p_owners) AND merged_into IS NULL ORDER BY id
+    LOOP
         PERFORM ledger_credit_cashback(owner, p_horizon);
         settled := settled + 1;
     END LOOP;

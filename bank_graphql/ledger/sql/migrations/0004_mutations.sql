@@ -46,8 +46,7 @@ DECLARE
 BEGIN
     refusal := ledger_refuse_future(p_wall, p_requested);
     IF refusal IS NOT NULL THEN RETURN; END IF;
-    PERFORM ledger_lock(ARRAY[p_id]);
-    PERFORM ledger_settle(ARRAY[p_id], now_ms);
+    PERFORM ledger_lock(ARRAY[p_id], now_ms);
     acc := ledger_open_account(p_id);
     IF acc.id IS NULL THEN
         refusal := ledger_not_found(p_id, 'accountId');
@@ -174,8 +173,7 @@ BEGIN
     END IF;
     outcome := ledger_refuse_future(p_wall, p_requested);
     IF outcome IS NULL THEN
-        PERFORM ledger_lock(ARRAY[p_survivor, p_absorbed]);
-        PERFORM ledger_settle(ARRAY[p_survivor, p_absorbed], now_ms);
+        PERFORM ledger_lock(ARRAY[p_survivor, p_absorbed], now_ms);
         keeper := ledger_open_account(p_survivor);
         gone := ledger_open_account(p_absorbed);
         IF keeper.id IS NULL THEN
@@ -248,7 +246,7 @@ DECLARE
     tgt accounts%ROWTYPE := ledger_open_account(p_target);
     stamp bigint;
     available bigint;
-    entry entries%ROWTYPE;
+    out_id bigint;
 BEGIN
     IF p_requested > p_wall THEN RETURN ledger_refuse_future(p_wall, p_requested); END IF;
     IF src.id IS NULL THEN RETURN ledger_not_found(p_source, 'sourceAccountId'); END IF;
@@ -270,21 +268,27 @@ BEGIN
         PERFORM ledger_settle(ARRAY[p_source, p_target], stamp);
         tgt := ledger_open_account(p_target);
     END IF;
-    INSERT INTO entries (account_id, ts, kind, amount, balance_after, counterparty_id)
-    VALUES (p_source, stamp, 'TRANSFER_OUT', p_amount, available - p_amount, p_target)
-    RETURNING * INTO entry;
-    INSERT INTO entries (account_id, ts, kind, amount, balance_after, counterparty_id)
-    VALUES (p_target, stamp, 'TRANSFER_IN', p_amount, tgt.balance + p_amount, p_source);
+    src.balance := available - p_amount;
+    src.outgoing := money_total_add(src.outgoing, p_amount);
+    tgt.balance := tgt.balance + p_amount;
+    -- The rows of a VALUES list are numbered in order: the first is the TRANSFER_OUT.
+    WITH legs AS (
+        INSERT INTO entries (account_id, ts, kind, amount, balance_after, counterparty_id)
+        VALUES (p_source, stamp, 'TRANSFER_OUT', p_amount, src.balance, p_target),
+               (p_target, stamp, 'TRANSFER_IN', p_amount, tgt.balance, p_source)
+        RETURNING id
+    )
+    SELECT min(id) INTO out_id FROM legs;
     UPDATE accounts
-    SET balance = available - p_amount, outgoing = money_total_add(outgoing, p_amount),
+    SET balance = CASE WHEN id = p_source THEN src.balance ELSE tgt.balance END,
+        outgoing = CASE WHEN id = p_source THEN src.outgoing ELSE outgoing END,
         last_entry_at = stamp
-    WHERE id = p_source
-    RETURNING * INTO src;
-    UPDATE accounts SET balance = tgt.balance + p_amount, last_entry_at = stamp
-    WHERE id = p_target
-    RETURNING * INTO tgt;
-    RETURN ledger_done(entry.balance_after, ledger_entry_doc(entry), NULL,
-                       jsonb_build_array(ledger_account_doc(src), ledger_account_doc(tgt)));
+    WHERE id IN (p_source, p_target);
+    RETURN ledger_done(src.balance, jsonb_build_object(
+            'id', out_id, 'account_id', p_source, 'ts', stamp, 'kind', 'TRANSFER_OUT',
+            'amount', p_amount, 'balance_after', src.balance, 'counterparty_id', p_target,
+            'payment_id', NULL),
+        NULL, jsonb_build_array(ledger_account_doc(src), ledger_account_doc(tgt)));
 END $$;
 
 -- An atomic batch stops at its first refused item: everything it did is rolled back, and
@@ -317,25 +321,28 @@ DECLARE
     touched text[];
     i integer;
 BEGIN
-    -- Claims in key order: batches claiming overlapping keys queue in the same order.
-    FOR i IN
-        SELECT k.i FROM unnest(p_keys) WITH ORDINALITY AS k (key, i)
-        WHERE k.key IS NOT NULL ORDER BY k.key
-    LOOP
-        results[i] := ledger_claim(p_keys[i], 'transfer', p_fingerprints[i]);
-        claimed[i] := results[i] IS NULL;
-        IF claimed[i] THEN results[i] := p_refused[i]; END IF;
-    END LOOP;
-    FOR i IN 1 .. n LOOP
-        IF p_atomic AND NOT claimed[i] AND ledger_has_refusals(results[i]) THEN
-            PERFORM ledger_abort_batch(i - 1, results[i]);  -- a replayed refusal is a refusal
-        END IF;
-    END LOOP;
-    touched := ARRAY(
-        SELECT unnest(ARRAY[p_sources[j], p_targets[j]])
-        FROM generate_subscripts(p_sources, 1) AS j WHERE results[j] IS NULL);
-    PERFORM ledger_lock(touched);
-    PERFORM ledger_settle(touched, now_ms);
+    IF cardinality(array_remove(p_keys, NULL)) > 0 THEN
+        -- Claims in key order: batches claiming overlapping keys queue in the same order.
+        FOR i IN
+            SELECT k.i FROM unnest(p_keys) WITH ORDINALITY AS k (key, i)
+            WHERE k.key IS NOT NULL ORDER BY k.key
+        LOOP
+            results[i] := ledger_claim(p_keys[i], 'transfer', p_fingerprints[i]);
+            claimed[i] := results[i] IS NULL;
+            IF claimed[i] THEN results[i] := p_refused[i]; END IF;
+        END LOOP;
+        FOR i IN 1 .. n LOOP
+            IF p_atomic AND NOT claimed[i] AND ledger_has_refusals(results[i]) THEN
+                PERFORM ledger_abort_batch(i - 1, results[i]);  -- a replayed refusal too
+            END IF;
+        END LOOP;
+        touched := ARRAY(
+            SELECT unnest(ARRAY[p_sources[j], p_targets[j]])
+            FROM generate_subscripts(p_sources, 1) AS j WHERE results[j] IS NULL);
+    ELSE
+        touched := p_sources || p_targets;
+    END IF;
+    PERFORM ledger_lock(touched, now_ms);
     FOR i IN 1 .. n LOOP
         CONTINUE WHEN results[i] IS NOT NULL;
         results[i] := ledger_transfer_one(
