@@ -12,6 +12,10 @@ import aiohttp
 import orjson
 import psycopg
 
+from bench.aio import run_async
+from bench.checks import audit_only
+from bench.context import Context, migrate, quiet_machine
+from bench.infra import Server
 from bench.load import REQUEST_TIMEOUT_S, latency_summary
 
 DEEP_ACCOUNT = "deep"
@@ -165,3 +169,43 @@ async def measure_deep_pages(
         else None,
         "checks": checks,
     }
+
+
+def deep_pages_phase(ctx: Context) -> dict[str, Any]:
+    """Seed the deep account, serve it with one worker, time the reads, audit the seed."""
+    args = ctx.args
+    db = ctx.databases.create("deep")
+    server: Server | None = None
+    try:
+        migrate(db)
+        seeded = seed_deep_account(db, args.deep_entries)
+        audit = run_async(audit_only(db))
+        server = Server(
+            db,
+            1,
+            ctx.log_dir / "server-deep.log",
+            env=ctx.server_env,
+            log_level=args.server_log_level,
+        )
+        base_url = server.start()
+        quiet = quiet_machine(args)
+        measured = run_async(
+            measure_deep_pages(base_url, seeded, args.deep_depth, args.deep_samples)
+        )
+    finally:
+        if server is not None:
+            server.stop()
+        ctx.databases.drop(db)
+    row = ctx.record(
+        {
+            "kind": "deep_pages",
+            "entries": args.deep_entries,
+            "samples": args.deep_samples,
+            "seed_audit_problems": audit[:10],
+            **measured,
+            **quiet,
+        }
+    )
+    if audit or not all(measured["checks"].values()):
+        ctx.errors += 1
+    return row

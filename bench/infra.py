@@ -1,4 +1,4 @@
-"""What every bench phase needs: throwaway databases, a server process, CPU accounting.
+"""What every bench phase needs: throwaway databases and a server process.
 
 Everything here cleans up after itself: databases are dropped and servers terminated on
 every exit path (the caller holds them in `try/finally` or an `ExitStack`).
@@ -11,11 +11,10 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +31,12 @@ DATABASE_LIST_MAX = 1000  # one run never creates more databases than this
 def with_database(server_url: str, name: str) -> str:
     """The conninfo of database `name` on the server of `server_url`."""
     return psycopg.conninfo.make_conninfo(server_url, dbname=name)
+
+
+def database_name(conninfo: str) -> str:
+    name = psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"]
+    assert isinstance(name, str)
+    return name
 
 
 class Databases:
@@ -54,8 +59,7 @@ class Databases:
         return with_database(self.server_url, name)
 
     def drop(self, conninfo: str) -> None:
-        name = psycopg.conninfo.conninfo_to_dict(conninfo)["dbname"]
-        assert isinstance(name, str)
+        name = database_name(conninfo)
         with psycopg.connect(self.server_url, autocommit=True) as conn:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
@@ -185,107 +189,3 @@ def _health_ok(base_url: str) -> bool:
             return bool(resp.status == 200)
     except (urllib.error.URLError, OSError):
         return False
-
-
-# -- CPU accounting: where the two cores went during a measured window -------------------
-
-CPU_POLL_S = 0.2
-
-
-def _cpu_s(proc: psutil.Process) -> float:
-    times = proc.cpu_times()
-    return float(times.user + times.system)
-
-
-def _busy_s() -> float:
-    """CPU seconds the whole machine has spent busy since boot."""
-    times = psutil.cpu_times()
-    return float(sum(times) - times.idle - getattr(times, "iowait", 0.0))
-
-
-def wait_for_quiet(busy_cores_max: float, wait_s_max: float) -> dict[str, float]:
-    """Wait (at most `wait_s_max`) until the machine was busy for under `busy_cores_max` cores
-    during one second: on a shared machine, someone else's test run skews a cell badly.
-    """
-    cpus = os.cpu_count() or 1
-    started = time.monotonic()
-    busy = cpus * psutil.cpu_percent(interval=1.0) / 100
-    while busy > busy_cores_max and time.monotonic() - started < wait_s_max:
-        busy = cpus * psutil.cpu_percent(interval=1.0) / 100
-    return {"waited_s": round(time.monotonic() - started, 1), "busy_cores_before": round(busy, 2)}
-
-
-class CpuMeter:
-    """Average cores busy per group over a window: the bench, the server, PostgreSQL, tools.
-
-    "postgres" is every `postgres` process on the machine (other users' sessions included),
-    polled every CPU_POLL_S so that backends which exit inside the window (pgbench's) still
-    count up to their last poll. "tools" are child processes the bench waited for (pgbench);
-    "machine" is the whole machine, out of os.cpu_count() cores, and "other" what is left of
-    it: other users' processes, the kernel's own work.
-    """
-
-    def __init__(self, server_pids: Iterable[int] = ()) -> None:
-        self._server_pids = set(server_pids)
-        self._first: dict[tuple[int, float], tuple[str, float]] = {}
-        self._last: dict[tuple[int, float], float] = {}
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._started_at = 0.0
-        self._self_s = 0.0
-        self._children_s = 0.0
-        self._busy_s = 0.0
-
-    def _poll(self, *, first: bool) -> None:
-        for proc in psutil.process_iter(["name"]):
-            if proc.pid in self._server_pids:
-                group = "server"
-            elif proc.info["name"] == "postgres":
-                group = "postgres"
-            else:
-                continue
-            with contextlib.suppress(psutil.Error):
-                key = (proc.pid, proc.create_time())
-                cpu = _cpu_s(proc)
-                # A process first seen after the start was born inside the window.
-                self._first.setdefault(key, (group, cpu if first else 0.0))
-                self._last[key] = cpu
-
-    def _run(self) -> None:
-        for _ in range(10_000_000):
-            if self._stop.wait(CPU_POLL_S):
-                return
-            self._poll(first=False)
-
-    def start(self) -> None:
-        self._poll(first=True)
-        self._self_s = time.process_time()
-        children = os.times()
-        self._children_s = children.children_user + children.children_system
-        self._busy_s = _busy_s()
-        self._started_at = time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="cpu-meter", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> dict[str, float]:
-        wall = max(time.monotonic() - self._started_at, 1e-9)
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        self._poll(first=False)
-        children = os.times()
-        used = {
-            "bench": time.process_time() - self._self_s,
-            "server": 0.0,
-            "postgres": 0.0,
-            "tools": children.children_user + children.children_system - self._children_s,
-            "machine": _busy_s() - self._busy_s,
-        }
-        for key, (group, first_cpu) in self._first.items():
-            used[group] += self._last.get(key, first_cpu) - first_cpu
-        # Whatever else kept the machine busy: other users' work, the kernel, the poller.
-        # (Clamped at 0: the groups are sampled, the machine total is exact.)
-        used["other"] = max(
-            0.0, used["machine"] - sum(used[g] for g in ("bench", "server", "postgres", "tools"))
-        )
-        return {group: round(seconds / wall, 2) for group, seconds in used.items()}

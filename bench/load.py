@@ -1,4 +1,4 @@
-"""The GraphQL load generator: C clients sending transfers over loopback for S seconds.
+"""The GraphQL load generator: C clients sending writes over loopback for S seconds.
 
 Every loop is bounded twice, by a deadline and by a count, and the whole phase by an outer
 timeout, so a stuck server cannot hold the bench.
@@ -7,6 +7,7 @@ timeout, so a stuck server cannot hold the bench.
 import asyncio
 import math
 import random
+import secrets
 import statistics
 import time
 from collections import Counter
@@ -15,7 +16,8 @@ from typing import Any
 
 import aiohttp
 import orjson
-import psycopg
+
+from bench.operations import RequestMaker, answers
 
 REQUEST_TIMEOUT_S = 30.0
 REQUESTS_PER_CLIENT_MAX = 1_000_000
@@ -23,17 +25,6 @@ SETUP_CONCURRENCY = 8
 BATCH_SIZE_MAX = 1000
 ERROR_BACKOFF_S = 0.05
 
-TRANSFER = (
-    "mutation Transfer($input: TransferInput!) {"
-    " transfer(input: $input) { balance errors { code } } }"
-)
-# The batch input type has no agreed name yet: build the input object inline so the
-# document does not depend on it.
-TRANSFER_BATCH = (
-    "mutation TransferBatch($transfers: [TransferInput!]!, $atomic: Boolean!) {"
-    " transferBatch(input: {transfers: $transfers, atomic: $atomic})"
-    " { results { balance errors { code } } errors { code } } }"
-)
 OPEN_ACCOUNT = (
     "mutation Open($id: ID!, $amount: Money!) {"
     " createAccount(input: {id: $id}) { errors { code } }"
@@ -53,12 +44,14 @@ class LoadSpec:
     batch: int = 1  # 1: the `transfer` mutation; K > 1: `transferBatch` with K items
     atomic: bool = False
     seed: int = 1
+    operation: str = "transfer"  # one of operations.OPERATIONS
 
 
 @dataclass
 class LoadStats:
     requests: int = 0
     committed: int = 0
+    committed_amount: int = 0
     refused: int = 0
     failed: int = 0
     refused_by_code: Counter[str] = field(default_factory=Counter)
@@ -78,6 +71,7 @@ class LoadStats:
             "tps": round(self.committed / elapsed, 1),
             "requests": self.requests,
             "committed": self.committed,
+            "committed_amount": self.committed_amount,
             "refused": self.refused,
             "refused_by_code": dict(self.refused_by_code),
             "failed": self.failed,
@@ -107,44 +101,16 @@ def latency_summary(latencies_s: list[float]) -> dict[str, float | None]:
     }
 
 
-def pick_pair(rng: random.Random, ids: tuple[str, ...], mode: str) -> tuple[str, str]:
-    """Source and target: uniform over distinct pairs, or one side always the hot ids[0]."""
-    if mode == "hot":
-        other = ids[rng.randrange(1, len(ids))]
-        return (ids[0], other) if rng.random() < 0.5 else (other, ids[0])
-    source = rng.randrange(len(ids))
-    target = rng.randrange(len(ids) - 1)
-    if target >= source:
-        target += 1
-    return ids[source], ids[target]
-
-
-def _transfer_input(rng: random.Random, spec: LoadSpec) -> dict[str, Any]:
-    source, target = pick_pair(rng, spec.account_ids, spec.mode)
-    return {
-        "sourceAccountId": source,
-        "targetAccountId": target,
-        "amount": rng.randint(1, spec.amount_max),
-    }
-
-
-def _body(rng: random.Random, spec: LoadSpec) -> bytes:
-    if spec.batch == 1:
-        return orjson.dumps({"query": TRANSFER, "variables": {"input": _transfer_input(rng, spec)}})
-    transfers = [_transfer_input(rng, spec) for _ in range(spec.batch)]
-    return orjson.dumps(
-        {"query": TRANSFER_BATCH, "variables": {"transfers": transfers, "atomic": spec.atomic}}
-    )
-
-
 def _error_kind(errors: list[dict[str, Any]]) -> str:
     code = (errors[0].get("extensions") or {}).get("code", "NO_CODE")
     return f"graphql:{code}"
 
 
-def classify(stats: LoadStats, spec: LoadSpec, status: int, raw: bytes) -> bool:
+def classify(
+    stats: LoadStats, spec: LoadSpec, status: int, raw: bytes, amounts: tuple[int, ...]
+) -> bool:
     """Count one answer; True when it was a success at the HTTP and GraphQL level."""
-    items = spec.batch
+    items = len(amounts)
     if status != 200:
         stats.fail(f"http:{status}", raw.decode(errors="replace"), items)
         return False
@@ -156,27 +122,20 @@ def classify(stats: LoadStats, spec: LoadSpec, status: int, raw: bytes) -> bool:
     if body.get("errors"):
         stats.fail(_error_kind(body["errors"]), str(body["errors"][0].get("message")), items)
         return False
-    data = body.get("data") or {}
-    if spec.batch == 1:
-        payload = data.get("transfer") or {}
-        results = [payload]
-        top_errors: list[dict[str, Any]] = []
-    else:
-        payload = data.get("transferBatch") or {}
-        results = payload.get("results") or []
-        top_errors = payload.get("errors") or []
+    payload, results, top_errors = answers(spec.operation, spec.batch, body.get("data") or {})
     if top_errors:
         # The whole batch was refused (atomic): nothing of it committed.
         stats.refused += items
         stats.refused_by_code[f"batch:{top_errors[0].get('code')}"] += items
         return True
-    for result in results:
+    for result, amount in zip(results, amounts, strict=False):
         errors = result.get("errors") or []
         if errors:
             stats.refused += 1
             stats.refused_by_code[str(errors[0].get("code"))] += 1
         else:
             stats.committed += 1
+            stats.committed_amount += amount
     missing = items - len(results)
     if missing > 0:
         stats.fail("missing-results", orjson.dumps(payload).decode(), missing)
@@ -189,26 +148,26 @@ async def _client(
     spec: LoadSpec,
     deadline: float,
     stats: LoadStats,
-    rng: random.Random,
+    requests: RequestMaker,
 ) -> None:
     for _ in range(REQUESTS_PER_CLIENT_MAX):
         if time.perf_counter() >= deadline:
             return
-        body = _body(rng, spec)
+        request = requests.next()
         started = time.perf_counter()
         try:
-            async with session.post(url, data=body, headers=_HEADERS) as resp:
+            async with session.post(url, data=request.body, headers=_HEADERS) as resp:
                 status = resp.status
                 raw = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
             stats.requests += 1
-            stats.fail(type(exc).__name__, str(exc), spec.batch)
+            stats.fail(type(exc).__name__, str(exc), len(request.amounts))
             # A server that is gone answers at once: do not spin on it.
             await asyncio.sleep(ERROR_BACKOFF_S)
             continue
         latency = time.perf_counter() - started
         stats.requests += 1
-        if classify(stats, spec, status, raw):
+        if classify(stats, spec, status, raw, request.amounts):
             stats.latencies_s.append(latency)
 
 
@@ -218,6 +177,8 @@ async def run_load(base_url: str, spec: LoadSpec) -> LoadStats:
     assert len(spec.account_ids) >= 2
     stats = LoadStats()
     url = f"{base_url}/graphql"
+    # Idempotency keys unique across runs too: a --target server keeps them.
+    key_prefix = f"bench-{secrets.token_hex(4)}"
     connector = aiohttp.TCPConnector(limit=spec.clients, force_close=False)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
@@ -226,14 +187,25 @@ async def run_load(base_url: str, spec: LoadSpec) -> LoadStats:
         async with asyncio.timeout(spec.seconds + REQUEST_TIMEOUT_S + 5):
             await asyncio.gather(
                 *(
-                    _client(
-                        session, url, spec, deadline, stats, random.Random(spec.seed * 1000 + i)
-                    )
+                    _client(session, url, spec, deadline, stats, _requests(spec, key_prefix, i))
                     for i in range(spec.clients)
                 )
             )
         stats.elapsed_s = time.perf_counter() - started
     return stats
+
+
+def _requests(spec: LoadSpec, key_prefix: str, client: int) -> RequestMaker:
+    return RequestMaker(
+        operation=spec.operation,
+        mode=spec.mode,
+        account_ids=spec.account_ids,
+        amount_max=spec.amount_max,
+        batch=spec.batch,
+        atomic=spec.atomic,
+        rng=random.Random(spec.seed * 1000 + client),
+        key_prefix=f"{key_prefix}-{client}",
+    )
 
 
 async def post(
@@ -305,49 +277,3 @@ async def balances_over_graphql(base_url: str, ids: tuple[str, ...]) -> int:
             session, f"{base_url}/graphql", query, {f"i{n}": i for n, i in enumerate(ids)}
         )
     return sum(int(account["balance"]) for account in body["data"].values())
-
-
-@dataclass(frozen=True, slots=True)
-class BooksCheck:
-    problems: tuple[str, ...]
-    total_balance: int
-    expected_total: int
-    transfer_entries: int
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems and self.total_balance == self.expected_total
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "books_ok": self.ok,
-            "audit_problems": list(self.problems[:10]),
-            "money_conserved": self.total_balance == self.expected_total,
-            "total_balance": self.total_balance,
-            "expected_total": self.expected_total,
-            "transfers_in_db": self.transfer_entries,
-        }
-
-
-async def check_books(conninfo: str, expected_total: int) -> BooksCheck:
-    """audit_books over the whole database, plus: the balances still add up to the deposits."""
-    # Imported here, not at the top: `--server-ref` must get to choose which bank_graphql.
-    from bank_graphql.ledger import audit_books
-
-    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-        problems = await audit_books(conn)
-        cursor = await conn.execute("SELECT coalesce(sum(balance), 0)::bigint FROM accounts")
-        row = await cursor.fetchone()
-        total = int(row[0]) if row else -1
-        cursor = await conn.execute("SELECT count(*) FROM entries WHERE kind = 'TRANSFER_OUT'")
-        row = await cursor.fetchone()
-        transfers = int(row[0]) if row else -1
-    return BooksCheck(tuple(problems), total, expected_total, transfers)
-
-
-async def audit_only(conninfo: str) -> list[str]:
-    """audit_books alone, for a target server whose database holds more than the bench's."""
-    from bank_graphql.ledger import audit_books
-
-    async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-        return await audit_books(conn)

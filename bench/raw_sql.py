@@ -25,7 +25,8 @@ from typing import Any
 
 import psycopg
 
-from bench.load import latency_summary, pick_pair
+from bench.load import latency_summary
+from bench.operations import pick_pair
 
 PGBENCH_GRACE_S = 60.0
 TRANSACTIONS_PER_CLIENT_MAX = 1_000_000
