@@ -21,10 +21,20 @@ from bank_graphql.ledger.storage.database import (
     Conn,
     PoolLimits,
     ensure_database,
-    migrate,
     open_pool,
 )
 from bank_graphql.ledger.storage.keyset import PageRequest
+from bank_graphql.ledger.storage.migrations import (
+    DatabaseTooNew,
+    MigrationReport,
+    MigrationsPending,
+    SchemaVersionError,
+    current_version,
+    latest_version,
+    migrate,
+    pending,
+    require_current,
+)
 from bank_graphql.ledger.storage.reads import Snapshot
 
 __all__ = [
@@ -33,17 +43,21 @@ __all__ = [
     "ClockMode",
     "Conn",
     "DatabaseBusy",
+    "DatabaseTooNew",
     "DatabaseUnavailable",
     "Entry",
     "EntryKind",
     "Ledger",
     "LedgerError",
+    "MigrationReport",
+    "MigrationsPending",
     "Page",
     "PageRequest",
     "Payment",
     "PoolLimits",
     "Refusal",
     "RefusalCode",
+    "SchemaVersionError",
     "Snapshot",
     "Spender",
     "SweepLimits",
@@ -52,7 +66,11 @@ __all__ = [
     "WriteLimits",
     "WriteOutcome",
     "audit_books",
+    "current_version",
     "ensure_database",
+    "latest_version",
     "migrate",
     "open_pool",
+    "pending",
+    "require_current",
 ]

@@ -1,4 +1,4 @@
-"""`bank-graphql serve | migrate`: every flag also reads an environment variable."""
+"""`bank-graphql serve | migrate | prune-keys`: every flag also reads an environment variable."""
 
 import argparse
 import asyncio
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from types import FrameType
-from typing import cast
+from typing import NoReturn, cast
 
 import uvicorn
 
@@ -19,10 +19,12 @@ from bank_graphql.edge.logs import configure_logging
 from bank_graphql.ledger import (
     ClockMode,
     PoolLimits,
+    SchemaVersionError,
     Sweeper,
     SweepLimits,
     migrate,
     open_pool,
+    require_current,
 )
 
 # Open files a worker needs besides its client connections: its pool, listening socket,
@@ -34,6 +36,16 @@ log = logging.getLogger("bank_graphql")
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name) or default
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _refuse(command: str, reason: object) -> NoReturn:
+    """One line on stderr and exit status 2, as argparse does for a bad flag."""
+    sys.stderr.write(f"bank-graphql {command}: {reason}\n")
+    sys.exit(2)
 
 
 def _add_database_url(parser: argparse.ArgumentParser, *, embedded: bool) -> None:
@@ -52,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     _add_serve_options(commands.add_parser("serve", help="run the GraphQL server"))
 
-    migrate_cmd = commands.add_parser("migrate", help="apply schema.sql to the database")
+    migrate_cmd = commands.add_parser(
+        "migrate", help="bring the database's schema to this release's version"
+    )
     _add_database_url(migrate_cmd, embedded=False)
 
     prune = commands.add_parser(
@@ -107,6 +121,13 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
         action="store_true",
         default=os.environ.get("BANK_GRAPHIQL", "1") == "0",
         help="do not serve the GraphiQL page at GET /graphql (env BANK_GRAPHIQL=0)",
+    )
+    serve.add_argument(
+        "--no-migrate",
+        action="store_true",
+        default=_env_flag("BANK_NO_MIGRATE"),
+        help="refuse to start on a database whose schema is older than this release, "
+        "instead of migrating it (env BANK_NO_MIGRATE=1)",
     )
     _add_edge_options(serve)
 
@@ -188,19 +209,30 @@ def _run_uvicorn(args: argparse.Namespace) -> None:
     )
 
 
-def serve(args: argparse.Namespace) -> None:
-    from bank_graphql.ops.embedded import EmbeddedPostgres
+def _bring_schema_up_to_date(database_url: str, *, migrating: bool) -> None:
+    """Migrate an older database (under an advisory lock), or refuse one not at this version."""
+    try:
+        if migrating:
+            migrate(database_url)
+        else:
+            require_current(database_url)
+    except SchemaVersionError as exc:
+        _refuse("serve", exc)
 
+
+def serve(args: argparse.Namespace) -> None:
     embedded = None
     database_url: str | None = args.database_url
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if not database_url:
+            # Imported only when needed: loading it warns about folders a URL never uses.
+            from bank_graphql.ops.embedded import EmbeddedPostgres
+
             embedded = EmbeddedPostgres(args.data_dir)
             log.info("starting embedded PostgreSQL, data in %s", embedded.data_dir)
             database_url = embedded.start()
-        # Idempotent and under an advisory lock: every start brings the database up to date.
-        migrate(database_url)
+        _bring_schema_up_to_date(database_url, migrating=not args.no_migrate)
         os.environ.update(
             DATABASE_URL=database_url,
             BANK_CLOCK=args.clock,
@@ -226,7 +258,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         if not args.database_url:
             sys.exit(f"bank-graphql {args.command}: give --database-url or set DATABASE_URL")
         if args.command == "migrate":
-            migrate(args.database_url)
+            try:
+                report = migrate(args.database_url)
+            except SchemaVersionError as exc:
+                _refuse("migrate", exc)
+            sys.stdout.write(f"{report}\n")
         else:
             pruned = asyncio.run(_prune_keys(args.database_url, args.older_than_days))
             log.info("pruned %d idempotency keys", pruned)

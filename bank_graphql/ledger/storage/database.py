@@ -1,7 +1,8 @@
-"""Connections to PostgreSQL: the pool every request shares, and the schema migration."""
+"""Connections to PostgreSQL: the pool every request shares, retries and health checks.
+
+The schema and its versions: storage/migrations.py."""
 
 import asyncio
-import importlib.resources
 import logging
 from dataclasses import dataclass
 from typing import TypeVar
@@ -16,9 +17,6 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
-# Any value works as long as it is the same in every process that migrates.
-_MIGRATION_LOCK_KEY = 0x62616E6B  # "bank"
-
 
 @dataclass(frozen=True, slots=True)
 class PoolLimits:
@@ -29,18 +27,6 @@ class PoolLimits:
     statement_timeout_ms: int = 10_000
     lock_timeout_ms: int = 2_000
     idle_in_transaction_timeout_ms: int = 60_000
-
-
-def schema_sql() -> str:
-    sql_files = importlib.resources.files("bank_graphql.ledger.sql")
-    return "\n".join(
-        sql_files.joinpath(name).read_text()
-        for name in (
-            "schema.sql",
-            "migrations/0003_write_functions.sql",
-            "migrations/0004_mutations.sql",
-        )
-    )
 
 
 def _log_notice(notice: Diagnostic) -> None:
@@ -76,18 +62,6 @@ async def open_pool(database_url: str, limits: PoolLimits) -> AsyncConnectionPoo
     )
     await pool.open(wait=True, timeout=limits.pool_timeout_s)
     return pool
-
-
-def migrate(database_url: str) -> None:
-    """Apply schema.sql. Safe to run from several processes at once and more than once."""
-    with Connection.connect(database_url, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK_KEY,))
-        try:
-            with conn.transaction():
-                conn.execute(schema_sql().encode())
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK_KEY,))
-    log.info("schema applied")
 
 
 def ensure_database(server_url: str, name: str) -> None:
