@@ -327,3 +327,37 @@ async def test_next_request_is_prompt_after_every_idle_connection_died(
             f"{killed} idle connections were killed; the next request then took "
             f"{elapsed:.2f}s, in {stats.attempts - 1} attempt(s)"
         )
+
+
+async def test_a_write_without_key_is_retried_when_its_connection_died_while_idle(
+    server: Server, database_url: str, db: psycopg.AsyncConnection[Any]
+) -> None:
+    """Every pooled connection killed while idle: the next write, keyless, sees its
+    connection dead before sending anything, so it takes another and succeeds at once."""
+    async with httpx.AsyncClient(base_url=server.base, timeout=30) as http:
+        for query, variables in (
+            (CREATE, {"id": "solo", "key": None}),
+            (DEPOSIT, {"id": "solo", "amount": 5, "key": None}),
+        ):
+            response = await http.post("/graphql", json={"query": query, "variables": variables})
+            assert "errors" not in response.json(), response.json()
+        idle = 0
+        for _ in range(50):
+            cursor = await db.execute(IDLE_BACKENDS)
+            row = await cursor.fetchone()
+            idle = int(row[0]) if row else 0
+            if idle >= 2:
+                break
+            await asyncio.sleep(0.05)
+        assert idle >= 2, f"the server's pool keeps {idle} idle connections"
+        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+            cursor = await conn.execute(KILL_ALL)
+            assert sum(1 for *_, ok in await cursor.fetchall() if ok) >= 2
+        await asyncio.sleep(0.2)
+
+        variables = {"id": "solo", "amount": 7, "key": None}
+        response = await http.post("/graphql", json={"query": DEPOSIT, "variables": variables})
+        body = response.json()
+        assert "errors" not in body, body
+        assert body["data"]["deposit"]["errors"] == [], body
+        assert body["data"]["deposit"]["balance"] == 12, body

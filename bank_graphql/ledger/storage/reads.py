@@ -16,7 +16,7 @@ from bank_graphql.ledger.storage.errors import translated
 from bank_graphql.ledger.storage.keyset import Keyset, PageRequest, Window
 
 _BIGINT_MAX = 2**63 - 1
-# Account ids are ASCII (schema.sql checks it) and sort by bytes: "\x7f" is above them all.
+# Account ids are ASCII (the accounts table checks it) and sort by bytes: "\x7f" is above them all.
 _ID_ABOVE_ALL = "\x7f"
 
 # Outgoing is read through least(outgoing, money_max()): a total written past the ceiling by an

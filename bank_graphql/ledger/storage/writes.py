@@ -47,19 +47,15 @@ class RetryLimits:
 def died_while_idle(conn: Conn) -> bool:
     """Did the server close this idle connection (a restart, a killed backend, a proxy)?
 
-    An idle connection has nothing to read unless the server said goodbye: a look at the
-    socket tells, without a round trip.
+    An idle connection of the pool has nothing to read: the server speaks unasked only to
+    say goodbye. A look at the socket tells, without a round trip.
     """
     pgconn = conn.pgconn
     if pgconn.status != pq.ConnStatus.OK:
         return True
-    readable, _, _ = select.select([pgconn.socket], [], [], 0)
-    if readable:
-        try:
-            pgconn.consume_input()
-        except errors.OperationalError:
-            return True
-    return pgconn.status != pq.ConnStatus.OK
+    idle = select.poll()  # not select(): descriptors past 1024 are common on a busy server
+    idle.register(pgconn.socket, select.POLLIN)
+    return bool(idle.poll(0))
 
 
 def jsonb(document: dict[str, Any] | None) -> Jsonb | None:
@@ -82,6 +78,7 @@ async def call(
         try:
             async with pool.connection() as conn:
                 if died_while_idle(conn):
+                    await conn.close()  # so the pool replaces it
                     reconnects += 1
                     if reconnects >= reconnects_max(pool):
                         raise errors.OperationalError("no live connection to the database")
