@@ -53,7 +53,11 @@ class RoundTripCounter:
         writer.close()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
+        if self.host.startswith("/"):  # a socket folder, as the embedded PostgreSQL has
+            socket_path = f"{self.host}/.s.PGSQL.{self.port}"
+            up_reader, up_writer = await asyncio.open_unix_connection(socket_path)
+        else:
+            up_reader, up_writer = await asyncio.open_connection(self.host, self.port)
         for pump in (self._count(reader, up_writer), self._pump(up_reader, writer)):
             task = asyncio.create_task(pump)
             self._tasks.add(task)

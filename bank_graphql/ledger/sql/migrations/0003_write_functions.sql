@@ -10,8 +10,15 @@
 --
 -- "Now" is p_wall, the server's clock read by the caller; NULL selects the client clock,
 -- whose now is the greatest timestamp any successful mutation has used.
+--
+-- The functions that read rows are VOLATILE (the default) on purpose: each of their
+-- statements then sees what committed before it, rows locked a statement earlier included.
+-- A STABLE function would read with its caller's snapshot, taken before the lock waited.
 
 DROP FUNCTION IF EXISTS ledger_transfer(text, text, bigint, bigint, bigint);
+DROP FUNCTION IF EXISTS ledger_lock(text[]);
+DROP FUNCTION IF EXISTS ledger_lock(text[], bigint);
+DROP FUNCTION IF EXISTS ledger_open_account(text);
 
 -- A payment's cashback: 2% of it, rounded down, due 24 hours after it.
 CREATE OR REPLACE FUNCTION cashback_of(amount bigint) RETURNS bigint
@@ -112,7 +119,7 @@ $$;
 -- -- time -----------------------------------------------------------------------------------
 
 CREATE OR REPLACE FUNCTION ledger_now(p_wall bigint) RETURNS bigint
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql AS $$
 BEGIN
     IF p_wall IS NOT NULL THEN RETURN p_wall; END IF;
     RETURN (SELECT now_ms FROM client_clock);
@@ -155,28 +162,34 @@ $$;
 -- Locks the open accounts among p_ids in id order: two writes touching the same accounts
 -- always queue in the same order, so opposing transfers never deadlock. Missing and merged
 -- accounts are left out. Then credits their cashback due by p_now (none when NULL), which
--- is owed whatever the write goes on to do.
-CREATE OR REPLACE FUNCTION ledger_lock(p_ids text[], p_now bigint) RETURNS void
+-- is owed whatever the write goes on to do. Returns the ids it locked: for the rest of the
+-- write, those are the accounts that exist (one created meanwhile is not among them).
+CREATE OR REPLACE FUNCTION ledger_lock(p_ids text[], p_now bigint) RETURNS text[]
 LANGUAGE plpgsql AS $$
 DECLARE
+    locked_ids text[];
     earliest_due bigint;
 BEGIN
-    SELECT min(next_cashback_due_at) INTO earliest_due FROM (
-        SELECT next_cashback_due_at FROM accounts
+    SELECT array_agg(id), min(next_cashback_due_at) INTO locked_ids, earliest_due FROM (
+        SELECT id, next_cashback_due_at FROM accounts
         WHERE id = ANY(p_ids) AND merged_into IS NULL
         ORDER BY id FOR UPDATE
     ) AS locked;
     IF earliest_due <= p_now THEN
-        PERFORM ledger_settle(p_ids, p_now);
+        PERFORM ledger_settle(locked_ids, p_now);
     END IF;
+    RETURN coalesce(locked_ids, '{}');
 END $$;
 
-CREATE OR REPLACE FUNCTION ledger_open_account(p_id text) RETURNS accounts
-LANGUAGE plpgsql STABLE AS $$
+-- The row of an account this write locked (ledger_lock), or NULL: it does not exist for it.
+CREATE OR REPLACE FUNCTION ledger_locked_account(p_id text, p_locked text[]) RETURNS accounts
+LANGUAGE plpgsql AS $$
 DECLARE
     found_row accounts%ROWTYPE;
 BEGIN
-    SELECT * INTO found_row FROM accounts WHERE id = p_id AND merged_into IS NULL;
+    IF p_id = ANY(p_locked) THEN
+        SELECT * INTO found_row FROM accounts WHERE id = p_id;
+    END IF;
     RETURN found_row;
 END $$;
 
@@ -188,7 +201,7 @@ $$;
 -- Cashback of the account's payments (and of the accounts it absorbed) due by p_horizon and
 -- not credited yet. p_next_due spares the query when nothing can be due.
 CREATE OR REPLACE FUNCTION ledger_cashback_due(p_owner accounts, p_horizon bigint)
-RETURNS bigint LANGUAGE plpgsql STABLE AS $$
+RETURNS bigint LANGUAGE plpgsql AS $$
 BEGIN
     IF p_owner.next_cashback_due_at IS NULL OR p_owner.next_cashback_due_at > p_horizon THEN
         RETURN 0;
@@ -263,10 +276,7 @@ DECLARE
     owner text;
     settled integer := 0;
 BEGIN
-    PERFORM ledger_lock(p_owners, NULL);
-    FOR owner IN
-        SELECT id FROM accounts WHERE id = ANY(p_owners) AND merged_into IS NULL ORDER BY id
-    LOOP
+    FOR owner IN SELECT unnest(ledger_lock(p_owners, NULL)) LOOP
         PERFORM ledger_credit_cashback(owner, p_horizon);
         settled := settled + 1;
     END LOOP;

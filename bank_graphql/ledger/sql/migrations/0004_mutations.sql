@@ -43,11 +43,12 @@ CREATE OR REPLACE FUNCTION ledger_lock_one(
 ) LANGUAGE plpgsql AS $$
 DECLARE
     now_ms bigint := ledger_now(p_wall);
+    locked_ids text[];
 BEGIN
     refusal := ledger_refuse_future(p_wall, p_requested);
     IF refusal IS NOT NULL THEN RETURN; END IF;
-    PERFORM ledger_lock(ARRAY[p_id], now_ms);
-    acc := ledger_open_account(p_id);
+    locked_ids := ledger_lock(ARRAY[p_id], now_ms);
+    acc := ledger_locked_account(p_id, locked_ids);
     IF acc.id IS NULL THEN
         refusal := ledger_not_found(p_id, 'accountId');
         RETURN;
@@ -82,7 +83,7 @@ BEGIN
     END IF;
     IF outcome IS NULL THEN
         PERFORM ledger_settle(ARRAY[p_account], locked.stamp);
-        acc := ledger_open_account(p_account);
+        SELECT * INTO acc FROM accounts WHERE id = p_account;
         INSERT INTO entries (account_id, ts, kind, amount, balance_after)
         VALUES (p_account, locked.stamp, 'DEPOSIT', p_amount, acc.balance + p_amount)
         RETURNING * INTO entry;
@@ -165,6 +166,7 @@ DECLARE
     now_ms bigint := ledger_now(p_wall);
     keeper accounts%ROWTYPE;
     gone accounts%ROWTYPE;
+    locked_ids text[];
     stamp bigint;
 BEGIN
     IF p_key IS NOT NULL THEN
@@ -173,9 +175,9 @@ BEGIN
     END IF;
     outcome := ledger_refuse_future(p_wall, p_requested);
     IF outcome IS NULL THEN
-        PERFORM ledger_lock(ARRAY[p_survivor, p_absorbed], now_ms);
-        keeper := ledger_open_account(p_survivor);
-        gone := ledger_open_account(p_absorbed);
+        locked_ids := ledger_lock(ARRAY[p_survivor, p_absorbed], now_ms);
+        keeper := ledger_locked_account(p_survivor, locked_ids);
+        gone := ledger_locked_account(p_absorbed, locked_ids);
         IF keeper.id IS NULL THEN
             outcome := ledger_not_found(p_survivor, 'accountId');
         ELSIF gone.id IS NULL THEN
@@ -209,8 +211,8 @@ DECLARE
     gone accounts%ROWTYPE;
 BEGIN
     PERFORM ledger_settle(ARRAY[p_survivor, p_absorbed], p_stamp);
-    keeper := ledger_open_account(p_survivor);
-    gone := ledger_open_account(p_absorbed);
+    SELECT * INTO keeper FROM accounts WHERE id = p_survivor;
+    SELECT * INTO gone FROM accounts WHERE id = p_absorbed;
     INSERT INTO entries (account_id, ts, kind, amount, balance_after, counterparty_id)
     VALUES (p_absorbed, p_stamp, 'MERGE_OUT', gone.balance, 0, p_survivor),
            (p_survivor, p_stamp, 'MERGE_IN', gone.balance, keeper.balance + gone.balance,
@@ -236,14 +238,14 @@ BEGIN
                        jsonb_build_array(ledger_account_doc(keeper)));
 END $$;
 
--- One transfer on accounts its batch has locked and settled by p_now: its outcome.
+-- One transfer on accounts its batch has locked (p_locked) and settled by p_now: its outcome.
 CREATE OR REPLACE FUNCTION ledger_transfer_one(
     p_source text, p_target text, p_amount bigint, p_requested bigint, p_now bigint,
-    p_wall bigint
+    p_wall bigint, p_locked text[]
 ) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
-    src accounts%ROWTYPE := ledger_open_account(p_source);
-    tgt accounts%ROWTYPE := ledger_open_account(p_target);
+    src accounts%ROWTYPE := ledger_locked_account(p_source, p_locked);
+    tgt accounts%ROWTYPE := ledger_locked_account(p_target, p_locked);
     stamp bigint;
     available bigint;
     out_id bigint;
@@ -266,7 +268,7 @@ BEGIN
     END IF;
     IF src.next_cashback_due_at <= stamp OR tgt.next_cashback_due_at <= stamp THEN
         PERFORM ledger_settle(ARRAY[p_source, p_target], stamp);
-        tgt := ledger_open_account(p_target);
+        SELECT * INTO tgt FROM accounts WHERE id = p_target;
     END IF;
     src.balance := available - p_amount;
     src.outgoing := money_total_add(src.outgoing, p_amount);
@@ -319,6 +321,8 @@ DECLARE
     now_ms bigint := ledger_now(p_wall);
     newest bigint;
     touched text[];
+    locked_ids text[];
+    settled_to bigint;
     i integer;
 BEGIN
     IF cardinality(array_remove(p_keys, NULL)) > 0 THEN
@@ -342,11 +346,17 @@ BEGIN
     ELSE
         touched := p_sources || p_targets;
     END IF;
-    PERFORM ledger_lock(touched, now_ms);
+    locked_ids := ledger_lock(touched, now_ms);
+    settled_to := now_ms;
     FOR i IN 1 .. n LOOP
         CONTINUE WHEN results[i] IS NOT NULL;
+        IF now_ms > settled_to THEN  -- an earlier item moved the client clock's now
+            PERFORM ledger_settle(locked_ids, now_ms);
+            settled_to := now_ms;
+        END IF;
         results[i] := ledger_transfer_one(
-            p_sources[i], p_targets[i], p_amounts[i], p_requested[i], now_ms, p_wall);
+            p_sources[i], p_targets[i], p_amounts[i], p_requested[i], now_ms, p_wall,
+            locked_ids);
         IF ledger_has_refusals(results[i]) THEN
             IF p_atomic THEN PERFORM ledger_abort_batch(i - 1, results[i]); END IF;
         ELSE
