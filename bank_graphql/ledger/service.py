@@ -33,6 +33,7 @@ _TRANSFERS = """
 SELECT ledger_transfers(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[],
                         %s::text[], %s::jsonb[], %s, %s)
 """
+_TRANSFER = "SELECT ledger_transfer(%s, %s, %s, %s, %s, %s, %s, %s)"
 _REFUSE = "SELECT ledger_refuse(%s, %s, %s, %s)"
 
 
@@ -129,9 +130,16 @@ class Ledger:
         return await self._write(_MERGE, (survivor_id, absorbed_id, timestamp), refusals, keyed)
 
     async def transfer(self, request: TransferRequest) -> WriteOutcome:
-        """One transfer: a batch of one."""
-        outcome = await self.transfer_batch([request], atomic=False)
-        return outcome.results[0]
+        """One transfer: a batch of one (ledger_transfer in the SQL), its columns scalars."""
+        batch = Batch([request])
+        sent = {}
+        for item in batch.to_send():
+            key = (None, None) if item.key is None else (item.key.key, item.key.fingerprint)
+            refused = jsonb(outcome_doc(item.refused)) if item.refused else None
+            params = (*_transfer_row(item), clock.wall_or_client(self.clock), *key, refused)
+            document = await self._call(_TRANSFER, params, keyed=item.key is not None)
+            sent[item.index] = outcome_from_doc(document)
+        return batch.finish(sent).results[0]
 
     async def transfer_batch(
         self, requests: Sequence[TransferRequest], *, atomic: bool
@@ -200,6 +208,11 @@ def _transfer_columns(items: list[SentItem], atomic: bool) -> tuple[Any, ...]:
         [jsonb(outcome_doc(i.refused)) if i.refused else None for i in items],
         atomic,
     )
+
+
+def _transfer_row(item: SentItem) -> tuple[str, str, int, int | None]:
+    request = item.request
+    return request.source_id, request.target_id, request.amount, request.timestamp
 
 
 def _one_account_refusals(account_id: str, amount: int, timestamp: int | None) -> list[Refusal]:

@@ -257,7 +257,10 @@ BEGIN
     IF stamp IS NULL THEN
         RETURN ledger_out_of_order(p_requested, greatest(src.last_entry_at, tgt.last_entry_at));
     END IF;
-    available := src.balance + ledger_cashback_due(src, stamp);
+    available := src.balance;
+    IF src.next_cashback_due_at <= stamp THEN
+        available := available + ledger_cashback_due(src, stamp);
+    END IF;
     IF p_amount > available THEN
         RETURN ledger_refused('INSUFFICIENT_FUNDS', 'amount', jsonb_build_object(
             'account', p_source, 'amount', p_amount, 'balance', available));
@@ -371,4 +374,15 @@ BEGIN
         IF claimed[i] THEN PERFORM ledger_store(p_keys[i], results[i]); END IF;
     END LOOP;
     RETURN to_jsonb(results);
+END $$;
+
+-- One transfer: a batch of one, for callers with one transfer at hand.
+CREATE OR REPLACE FUNCTION ledger_transfer(
+    p_source text, p_target text, p_amount bigint, p_requested bigint, p_wall bigint,
+    p_key text, p_fingerprint text, p_refused jsonb
+) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN ledger_transfers(ARRAY[p_source], ARRAY[p_target], ARRAY[p_amount],
+                            ARRAY[p_requested], ARRAY[p_key], ARRAY[p_fingerprint],
+                            ARRAY[p_refused], false, p_wall) -> 0;
 END $$;
