@@ -19,11 +19,13 @@ _BIGINT_MAX = 2**63 - 1
 # Account ids are ASCII (the accounts table checks it) and sort by bytes: "\x7f" is above them all.
 _ID_ABOVE_ALL = "\x7f"
 
+# Open accounts by id are found as survivor_id = id, not merged_into IS NULL (the same, by
+# the merged_is_closed constraint), so that no plan scans the top spenders' partial index.
 # Outgoing is read through least(outgoing, money_max()): a total written past the ceiling by an
 # earlier version still reads as a valid amount.
 _ACCOUNTS_BY_ID = """
 SELECT id, created_at, least(outgoing, money_max()) FROM accounts
-WHERE id = ANY(%s) AND merged_into IS NULL
+WHERE id = ANY(%s) AND survivor_id = id
 """
 
 # Balance at `at`: the last entry at or before it, plus cashback due by then but not yet

@@ -174,7 +174,10 @@ DECLARE
 BEGIN
     SELECT array_agg(id), min(next_cashback_due_at) INTO locked_ids, earliest_due FROM (
         SELECT id, next_cashback_due_at FROM accounts
-        WHERE id = ANY(p_ids) AND merged_into IS NULL
+        -- "Open" written as survivor_id = id (the same, by merged_is_closed) rather than
+        -- merged_into IS NULL: that would tempt a generic plan into scanning the whole
+        -- partial index of top spenders, whose predicate it matches.
+        WHERE id = ANY(p_ids) AND survivor_id = id
         ORDER BY id FOR UPDATE
     ) AS locked;
     IF earliest_due <= p_now THEN
@@ -263,7 +266,7 @@ DECLARE
 BEGIN
     FOR owner IN
         SELECT id FROM accounts
-        WHERE id = ANY(p_ids) AND merged_into IS NULL AND next_cashback_due_at <= p_horizon
+        WHERE id = ANY(p_ids) AND survivor_id = id AND next_cashback_due_at <= p_horizon
         ORDER BY id
     LOOP
         PERFORM ledger_credit_cashback(owner, p_horizon);
