@@ -287,6 +287,26 @@ async def test_retried_transfers_happen_exactly_once_while_connections_die(
     await audit()
 
 
+async def _kill_idle_connections(db: psycopg.AsyncConnection[Any], database_url: str) -> int:
+    """Wait until the server's pool holds idle connections, then kill every one of them;
+    returns how many died."""
+    idle = 0
+    for _ in range(50):
+        cursor = await db.execute(IDLE_BACKENDS)
+        row = await cursor.fetchone()
+        idle = int(row[0]) if row else 0
+        if idle >= 2:
+            break
+        await asyncio.sleep(0.05)
+    assert idle >= 2, f"the server's pool keeps {idle} idle connections"
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        cursor = await conn.execute(KILL_ALL)
+        killed = sum(1 for *_, ok in await cursor.fetchall() if ok)
+    assert killed >= 2, killed
+    await asyncio.sleep(0.2)  # the backends are gone; their connections wait in the pool
+    return killed
+
+
 async def test_next_request_is_prompt_after_every_idle_connection_died(
     server: Server, database_url: str, db: psycopg.AsyncConnection[Any]
 ) -> None:
@@ -299,21 +319,7 @@ async def test_next_request_is_prompt_after_every_idle_connection_died(
             http, CREATE, "createAccount", {"id": "solo", "key": "open-solo"}, stats
         )
         assert created["errors"] == [], created
-        idle = 0
-        for _ in range(50):
-            cursor = await db.execute(IDLE_BACKENDS)
-            row = await cursor.fetchone()
-            idle = int(row[0]) if row else 0
-            if idle >= 2:
-                break
-            await asyncio.sleep(0.05)
-        assert idle >= 2, f"the server's pool keeps {idle} idle connections"
-
-        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-            cursor = await conn.execute(KILL_ALL)
-            killed = sum(1 for *_, ok in await cursor.fetchall() if ok)
-        assert killed >= 2, killed
-        await asyncio.sleep(0.2)  # the backends are gone; their connections wait in the pool
+        killed = await _kill_idle_connections(db, database_url)
 
         started = time.monotonic()
         deposited = await _until_payload(
@@ -341,19 +347,7 @@ async def test_a_write_without_key_is_retried_when_its_connection_died_while_idl
         ):
             response = await http.post("/graphql", json={"query": query, "variables": variables})
             assert "errors" not in response.json(), response.json()
-        idle = 0
-        for _ in range(50):
-            cursor = await db.execute(IDLE_BACKENDS)
-            row = await cursor.fetchone()
-            idle = int(row[0]) if row else 0
-            if idle >= 2:
-                break
-            await asyncio.sleep(0.05)
-        assert idle >= 2, f"the server's pool keeps {idle} idle connections"
-        async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
-            cursor = await conn.execute(KILL_ALL)
-            assert sum(1 for *_, ok in await cursor.fetchall() if ok) >= 2
-        await asyncio.sleep(0.2)
+        await _kill_idle_connections(db, database_url)
 
         variables = {"id": "solo", "amount": 7, "key": None}
         response = await http.post("/graphql", json={"query": DEPOSIT, "variables": variables})
