@@ -132,12 +132,16 @@ class Ledger:
     async def transfer(self, request: TransferRequest) -> WriteOutcome:
         """One transfer: a batch of one (ledger_transfer in the SQL), its columns scalars."""
         batch = Batch([request])
-        sent = {}
+        sent: dict[int, WriteOutcome] = {}
         for item in batch.to_send():
             key = (None, None) if item.key is None else (item.key.key, item.key.fingerprint)
             refused = jsonb(outcome_doc(item.refused)) if item.refused else None
-            params = (*_transfer_row(item), clock.wall_or_client(self.clock), *key, refused)
-            document = await self._call(_TRANSFER, params, keyed=item.key is not None)
+            one = item.request
+            row = (one.source_id, one.target_id, one.amount, one.timestamp)
+            params = (*row, clock.wall_or_client(self.clock), *key, refused)
+            document = await writes.call(
+                self.pool, self._retry, _TRANSFER, params, keyed=item.key is not None
+            )
             sent[item.index] = outcome_from_doc(document)
         return batch.finish(sent).results[0]
 
@@ -161,7 +165,9 @@ class Ledger:
             return batch.finish({})
         try:
             params = (*_transfer_columns(items, atomic), clock.wall_or_client(self.clock))
-            documents = await self._call(_TRANSFERS, params, keyed=any(i.key for i in items))
+            documents = await writes.call(
+                self.pool, self._retry, _TRANSFERS, params, keyed=any(i.key for i in items)
+            )
         except BatchAborted as aborted:
             refused = outcome_from_doc(aborted.outcome).refusals
             return batch.aborted(items[aborted.index].index, refused)
@@ -187,14 +193,15 @@ class Ledger:
             document = outcome_doc(tuple(input_refusals))
             params: tuple[Any, ...] = (keyed.operation, keyed.key, keyed.fingerprint)
             return outcome_from_doc(
-                await self._call(_REFUSE, (*params, jsonb(document)), keyed=True)
+                await writes.call(
+                    self.pool, self._retry, _REFUSE, (*params, jsonb(document)), keyed=True
+                )
             )
         key = (None, None) if keyed is None else (keyed.key, keyed.fingerprint)
         params = (*arguments, clock.wall_or_client(self.clock), *key)
-        return outcome_from_doc(await self._call(statement, params, keyed=keyed is not None))
-
-    async def _call(self, statement: str, params: tuple[Any, ...], *, keyed: bool) -> Any:
-        return await writes.call(self.pool, statement, params, keyed=keyed, limits=self._retry)
+        return outcome_from_doc(
+            await writes.call(self.pool, self._retry, statement, params, keyed=keyed is not None)
+        )
 
 
 def _transfer_columns(items: list[SentItem], atomic: bool) -> tuple[Any, ...]:
@@ -208,11 +215,6 @@ def _transfer_columns(items: list[SentItem], atomic: bool) -> tuple[Any, ...]:
         [jsonb(outcome_doc(i.refused)) if i.refused else None for i in items],
         atomic,
     )
-
-
-def _transfer_row(item: SentItem) -> tuple[str, str, int, int | None]:
-    request = item.request
-    return request.source_id, request.target_id, request.amount, request.timestamp
 
 
 def _one_account_refusals(account_id: str, amount: int, timestamp: int | None) -> list[Refusal]:

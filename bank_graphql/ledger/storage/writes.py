@@ -65,11 +65,11 @@ def jsonb(document: dict[str, Any] | None) -> Jsonb | None:
 @translated
 async def call(
     pool: AsyncConnectionPool[Conn],
+    limits: RetryLimits,
     statement: str,
     params: tuple[Any, ...],
     *,
     keyed: bool,
-    limits: RetryLimits,
 ) -> Any:
     """The one value `statement` returns, run as a transaction of its own."""
     races = reconnects = 0
