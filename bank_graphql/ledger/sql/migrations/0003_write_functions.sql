@@ -19,6 +19,7 @@ DROP FUNCTION IF EXISTS ledger_transfer(text, text, bigint, bigint, bigint);
 DROP FUNCTION IF EXISTS ledger_lock(text[]);
 DROP FUNCTION IF EXISTS ledger_lock(text[], bigint);
 DROP FUNCTION IF EXISTS ledger_open_account(text);
+DROP FUNCTION IF EXISTS ledger_locked_account(text, text[]);
 
 -- A payment's cashback: 2% of it, rounded down, due 24 hours after it.
 CREATE OR REPLACE FUNCTION cashback_of(amount bigint) RETURNS bigint
@@ -164,38 +165,74 @@ $$;
 -- Locks the open accounts among p_ids in id order: two writes touching the same accounts
 -- always queue in the same order, so opposing transfers never deadlock. Missing and merged
 -- accounts are left out. Then credits their cashback due by p_now (none when NULL), which
--- is owed whatever the write goes on to do. Returns the ids it locked: for the rest of the
--- write, those are the accounts that exist (one created meanwhile is not among them).
-CREATE OR REPLACE FUNCTION ledger_lock(p_ids text[], p_now bigint) RETURNS text[]
+-- is owed whatever the write goes on to do. Returns the rows it locked, in id order: for the
+-- rest of the write, those are the accounts that exist (one created meanwhile is not).
+CREATE OR REPLACE FUNCTION ledger_lock(p_ids text[], p_now bigint) RETURNS accounts[]
 LANGUAGE plpgsql AS $$
 DECLARE
-    locked_ids text[];
+    locked accounts[];
     earliest_due bigint;
 BEGIN
-    SELECT array_agg(id), min(next_cashback_due_at) INTO locked_ids, earliest_due FROM (
-        SELECT id, next_cashback_due_at FROM accounts
+    SELECT array_agg(l.row ORDER BY (l.row).id), min((l.row).next_cashback_due_at)
+    INTO locked, earliest_due
+    FROM (
+        SELECT a AS row FROM accounts a
         -- "Open" written as survivor_id = id (the same, by merged_is_closed) rather than
         -- merged_into IS NULL: that would tempt a generic plan into scanning the whole
         -- partial index of top spenders, whose predicate it matches.
-        WHERE id = ANY(p_ids) AND survivor_id = id
-        ORDER BY id FOR UPDATE
-    ) AS locked;
+        WHERE a.id = ANY(p_ids) AND a.survivor_id = a.id
+        ORDER BY a.id FOR UPDATE
+    ) AS l;
     IF earliest_due <= p_now THEN
-        PERFORM ledger_settle(locked_ids, p_now);
+        PERFORM ledger_settle(ledger_ids(locked), p_now);
+        locked := ledger_rows(ledger_ids(locked));
     END IF;
-    RETURN coalesce(locked_ids, '{}');
+    RETURN coalesce(locked, '{}');
 END $$;
 
--- The row of an account this write locked (ledger_lock), or NULL: it does not exist for it.
-CREATE OR REPLACE FUNCTION ledger_locked_account(p_id text, p_locked text[]) RETURNS accounts
+CREATE OR REPLACE FUNCTION ledger_ids(p_rows accounts[]) RETURNS text[]
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    locked accounts;
+    ids text[] := '{}';
+BEGIN
+    FOREACH locked IN ARRAY p_rows LOOP
+        ids := ids || locked.id;
+    END LOOP;
+    RETURN ids;
+END $$;
+
+-- The current rows of accounts this write has locked, in id order.
+CREATE OR REPLACE FUNCTION ledger_rows(p_ids text[]) RETURNS accounts[]
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN ARRAY(SELECT a FROM accounts a WHERE a.id = ANY(p_ids) ORDER BY a.id);
+END $$;
+
+-- The row of account p_id among rows a write locked, or NULL: it does not exist for it.
+CREATE OR REPLACE FUNCTION ledger_row(p_rows accounts[], p_id text) RETURNS accounts
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    candidate accounts;
+BEGIN
+    FOREACH candidate IN ARRAY p_rows LOOP
+        IF candidate.id = p_id THEN RETURN candidate; END IF;
+    END LOOP;
+    RETURN NULL;
+END $$;
+
+-- Writes back what a batch changed in its rows: balances, totals and newest entry times.
+CREATE OR REPLACE FUNCTION ledger_write_back(p_rows accounts[]) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
-    found_row accounts%ROWTYPE;
+    changed accounts;
 BEGIN
-    IF p_id = ANY(p_locked) THEN
-        SELECT * INTO found_row FROM accounts WHERE id = p_id;
-    END IF;
-    RETURN found_row;
+    FOREACH changed IN ARRAY p_rows LOOP
+        UPDATE accounts
+        SET balance = changed.balance, outgoing = changed.outgoing,
+            last_entry_at = changed.last_entry_at
+        WHERE id = changed.id;
+    END LOOP;
 END $$;
 
 CREATE OR REPLACE FUNCTION ledger_not_found(p_id text, p_field text) RETURNS jsonb
@@ -281,7 +318,7 @@ DECLARE
     owner text;
     settled integer := 0;
 BEGIN
-    FOR owner IN SELECT unnest(ledger_lock(p_owners, NULL)) LOOP
+    FOR owner IN SELECT r.id FROM unnest(ledger_lock(p_owners, NULL)) AS r LOOP
         PERFORM ledger_credit_cashback(owner, p_horizon);
         settled := settled + 1;
     END LOOP;

@@ -43,12 +43,10 @@ CREATE OR REPLACE FUNCTION ledger_lock_one(
 ) LANGUAGE plpgsql AS $$
 DECLARE
     now_ms bigint := ledger_now(p_wall);
-    locked_ids text[];
 BEGIN
     refusal := ledger_refuse_future(p_wall, p_requested);
     IF refusal IS NOT NULL THEN RETURN; END IF;
-    locked_ids := ledger_lock(ARRAY[p_id], now_ms);
-    acc := ledger_locked_account(p_id, locked_ids);
+    acc := ledger_row(ledger_lock(ARRAY[p_id], now_ms), p_id);
     IF acc.id IS NULL THEN
         refusal := ledger_not_found(p_id, 'accountId');
         RETURN;
@@ -166,7 +164,7 @@ DECLARE
     now_ms bigint := ledger_now(p_wall);
     keeper accounts%ROWTYPE;
     gone accounts%ROWTYPE;
-    locked_ids text[];
+    locked accounts[];
     stamp bigint;
 BEGIN
     IF p_key IS NOT NULL THEN
@@ -175,9 +173,9 @@ BEGIN
     END IF;
     outcome := ledger_refuse_future(p_wall, p_requested);
     IF outcome IS NULL THEN
-        locked_ids := ledger_lock(ARRAY[p_survivor, p_absorbed], now_ms);
-        keeper := ledger_locked_account(p_survivor, locked_ids);
-        gone := ledger_locked_account(p_absorbed, locked_ids);
+        locked := ledger_lock(ARRAY[p_survivor, p_absorbed], now_ms);
+        keeper := ledger_row(locked, p_survivor);
+        gone := ledger_row(locked, p_absorbed);
         IF keeper.id IS NULL THEN
             outcome := ledger_not_found(p_survivor, 'accountId');
         ELSIF gone.id IS NULL THEN
@@ -238,44 +236,53 @@ BEGIN
                        jsonb_build_array(ledger_account_doc(keeper)));
 END $$;
 
--- One transfer on accounts its batch has locked (p_locked) and settled by p_now: its outcome.
+-- One transfer on the rows its batch locked, as the batch holds them (src and tgt, NULL
+-- for an account that does not exist for it): its outcome, and the rows it changed, whose
+-- write-back is the batch's. With cashback due on either account by the transfer's
+-- timestamp, nothing is done and the outcome is NULL: the batch credits it, then asks again.
 CREATE OR REPLACE FUNCTION ledger_transfer_one(
     p_source text, p_target text, p_amount bigint, p_requested bigint, p_now bigint,
-    p_wall bigint, p_locked text[]
-) RETURNS jsonb LANGUAGE plpgsql AS $$
+    p_wall bigint, INOUT src accounts, INOUT tgt accounts, OUT stamp bigint,
+    OUT outcome jsonb
+) LANGUAGE plpgsql AS $$
 DECLARE
-    src accounts%ROWTYPE := ledger_locked_account(p_source, p_locked);
-    tgt accounts%ROWTYPE := ledger_locked_account(p_target, p_locked);
-    stamp bigint;
     available bigint;
     out_id bigint;
 BEGIN
-    IF p_requested > p_wall THEN RETURN ledger_refuse_future(p_wall, p_requested); END IF;
-    IF src.id IS NULL THEN RETURN ledger_not_found(p_source, 'sourceAccountId'); END IF;
-    IF tgt.id IS NULL THEN RETURN ledger_not_found(p_target, 'targetAccountId'); END IF;
+    IF p_requested > p_wall THEN
+        outcome := ledger_refuse_future(p_wall, p_requested);
+    ELSIF src.id IS NULL THEN
+        outcome := ledger_not_found(p_source, 'sourceAccountId');
+    ELSIF tgt.id IS NULL THEN
+        outcome := ledger_not_found(p_target, 'targetAccountId');
+    END IF;
+    IF outcome IS NOT NULL THEN RETURN; END IF;
     stamp := ledger_stamp(p_requested, p_now, greatest(src.last_entry_at, tgt.last_entry_at));
     IF stamp IS NULL THEN
-        RETURN ledger_out_of_order(p_requested, greatest(src.last_entry_at, tgt.last_entry_at));
+        outcome := ledger_out_of_order(
+            p_requested, greatest(src.last_entry_at, tgt.last_entry_at));
+        RETURN;
     END IF;
     available := src.balance;
     IF src.next_cashback_due_at <= stamp THEN
         available := available + ledger_cashback_due(src, stamp);
     END IF;
     IF p_amount > available THEN
-        RETURN ledger_refused('INSUFFICIENT_FUNDS', 'amount', jsonb_build_object(
+        outcome := ledger_refused('INSUFFICIENT_FUNDS', 'amount', jsonb_build_object(
             'account', p_source, 'amount', p_amount, 'balance', available));
+    ELSIF tgt.balance + tgt.pending_cashback > money_max() - p_amount THEN
+        outcome := ledger_refused('BALANCE_OVERFLOW', 'amount',
+                                  jsonb_build_object('account', p_target));
     END IF;
-    IF tgt.balance + tgt.pending_cashback > money_max() - p_amount THEN
-        RETURN ledger_refused('BALANCE_OVERFLOW', 'amount',
-                              jsonb_build_object('account', p_target));
+    IF outcome IS NOT NULL OR src.next_cashback_due_at <= stamp
+       OR tgt.next_cashback_due_at <= stamp THEN
+        RETURN;
     END IF;
-    IF src.next_cashback_due_at <= stamp OR tgt.next_cashback_due_at <= stamp THEN
-        PERFORM ledger_settle(ARRAY[p_source, p_target], stamp);
-        SELECT * INTO tgt FROM accounts WHERE id = p_target;
-    END IF;
-    src.balance := available - p_amount;
+    src.balance := src.balance - p_amount;
     src.outgoing := money_total_add(src.outgoing, p_amount);
+    src.last_entry_at := stamp;
     tgt.balance := tgt.balance + p_amount;
+    tgt.last_entry_at := stamp;
     -- The rows of a VALUES list are numbered in order: the first is the TRANSFER_OUT.
     WITH legs AS (
         INSERT INTO entries (account_id, ts, kind, amount, balance_after, counterparty_id)
@@ -284,12 +291,7 @@ BEGIN
         RETURNING id
     )
     SELECT min(id) INTO out_id FROM legs;
-    UPDATE accounts
-    SET balance = CASE WHEN id = p_source THEN src.balance ELSE tgt.balance END,
-        outgoing = CASE WHEN id = p_source THEN src.outgoing ELSE outgoing END,
-        last_entry_at = stamp
-    WHERE id IN (p_source, p_target);
-    RETURN ledger_done(src.balance, jsonb_build_object(
+    outcome := ledger_done(src.balance, jsonb_build_object(
             'id', out_id, 'account_id', p_source, 'ts', stamp, 'kind', 'TRANSFER_OUT',
             'amount', p_amount, 'balance_after', src.balance, 'counterparty_id', p_target,
             'payment_id', NULL),
@@ -323,9 +325,7 @@ DECLARE
     claimed boolean[] := array_fill(false, ARRAY[n]);
     now_ms bigint := ledger_now(p_wall);
     newest bigint;
-    touched text[];
-    locked_ids text[];
-    settled_to bigint;
+    touched text[] := p_sources || p_targets;
     i integer;
 BEGIN
     IF cardinality(array_remove(p_keys, NULL)) > 0 THEN
@@ -346,34 +346,68 @@ BEGIN
         touched := ARRAY(
             SELECT unnest(ARRAY[p_sources[j], p_targets[j]])
             FROM generate_subscripts(p_sources, 1) AS j WHERE results[j] IS NULL);
-    ELSE
-        touched := p_sources || p_targets;
     END IF;
-    locked_ids := ledger_lock(touched, now_ms);
-    settled_to := now_ms;
-    FOR i IN 1 .. n LOOP
-        CONTINUE WHEN results[i] IS NOT NULL;
-        IF now_ms > settled_to THEN  -- an earlier item moved the client clock's now
-            PERFORM ledger_settle(locked_ids, now_ms);
-            settled_to := now_ms;
-        END IF;
-        results[i] := ledger_transfer_one(
-            p_sources[i], p_targets[i], p_amounts[i], p_requested[i], now_ms, p_wall,
-            locked_ids);
-        IF ledger_has_refusals(results[i]) THEN
-            IF p_atomic THEN PERFORM ledger_abort_batch(i - 1, results[i]); END IF;
-        ELSE
-            newest := greatest(newest, (results[i] -> 'entry' ->> 'ts')::bigint);
-            IF p_wall IS NULL THEN  -- later items see the client clock it moved
-                now_ms := greatest(now_ms, newest);
-            END IF;
-        END IF;
-    END LOOP;
-    IF newest IS NOT NULL THEN PERFORM ledger_advance_clock(p_wall, newest); END IF;
+    results := ledger_apply_transfers(
+        p_sources, p_targets, p_amounts, p_requested, p_atomic, p_wall, now_ms,
+        ledger_lock(touched, now_ms), results);
     FOR i IN 1 .. n LOOP
         IF claimed[i] THEN PERFORM ledger_store(p_keys[i], results[i]); END IF;
     END LOOP;
     RETURN to_jsonb(results);
+END $$;
+
+-- The items without an outcome yet, applied in order on the locked rows: their outcomes.
+-- The rows are kept here as they change and written back once, at the end (or before
+-- cashback is credited, which reads them from the table).
+CREATE OR REPLACE FUNCTION ledger_apply_transfers(
+    p_sources text[], p_targets text[], p_amounts bigint[], p_requested bigint[],
+    p_atomic boolean, p_wall bigint, p_now bigint, p_rows accounts[], p_results jsonb[]
+) RETURNS jsonb[] LANGUAGE plpgsql AS $$
+DECLARE
+    ids text[] := ledger_ids(p_rows);
+    dirty boolean := false;
+    now_ms bigint := p_now;
+    settled_to bigint := p_now;
+    newest bigint;
+    step record;
+    ps integer;
+    pt integer;
+BEGIN
+    FOR i IN 1 .. cardinality(p_sources) LOOP
+        CONTINUE WHEN p_results[i] IS NOT NULL;
+        IF now_ms > settled_to THEN  -- an earlier item moved the client clock's now
+            IF dirty THEN PERFORM ledger_write_back(p_rows); dirty := false; END IF;
+            PERFORM ledger_settle(ids, now_ms);
+            p_rows := ledger_rows(ids);
+            settled_to := now_ms;
+        END IF;
+        ps := array_position(ids, p_sources[i]);
+        pt := array_position(ids, p_targets[i]);
+        step := ledger_transfer_one(p_sources[i], p_targets[i], p_amounts[i], p_requested[i],
+                                    now_ms, p_wall, p_rows[ps], p_rows[pt]);
+        IF step.outcome IS NULL THEN  -- cashback due by its timestamp is credited first
+            IF dirty THEN PERFORM ledger_write_back(p_rows); dirty := false; END IF;
+            PERFORM ledger_settle(ARRAY[p_sources[i], p_targets[i]], step.stamp);
+            p_rows := ledger_rows(ids);
+            step := ledger_transfer_one(p_sources[i], p_targets[i], p_amounts[i],
+                                        p_requested[i], now_ms, p_wall, p_rows[ps], p_rows[pt]);
+        END IF;
+        p_results[i] := step.outcome;
+        IF ledger_has_refusals(step.outcome) THEN
+            IF p_atomic THEN PERFORM ledger_abort_batch(i - 1, step.outcome); END IF;
+            CONTINUE;
+        END IF;
+        p_rows[ps] := step.src;
+        p_rows[pt] := step.tgt;
+        dirty := true;
+        newest := greatest(newest, step.stamp);
+        IF p_wall IS NULL THEN  -- later items see the client clock it moved
+            now_ms := greatest(now_ms, newest);
+        END IF;
+    END LOOP;
+    IF dirty THEN PERFORM ledger_write_back(p_rows); END IF;
+    IF newest IS NOT NULL THEN PERFORM ledger_advance_clock(p_wall, newest); END IF;
+    RETURN p_results;
 END $$;
 
 -- One transfer: a batch of one, for callers with one transfer at hand.
