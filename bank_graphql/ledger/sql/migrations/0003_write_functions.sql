@@ -241,7 +241,7 @@ LANGUAGE sql STABLE AS $$
 $$;
 
 -- Cashback of the account's payments (and of the accounts it absorbed) due by p_horizon and
--- not credited yet. p_next_due spares the query when nothing can be due.
+-- not credited yet. Its next due time spares the query when nothing can be due.
 CREATE OR REPLACE FUNCTION ledger_cashback_due(p_owner accounts, p_horizon bigint)
 RETURNS bigint LANGUAGE plpgsql AS $$
 BEGIN
