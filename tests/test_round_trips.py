@@ -183,3 +183,21 @@ async def test_input_refused_before_the_database_costs_no_round_trip(
     trips, data = await _trips(gql, proxy, "deposit", id="a", amount=0, key="bad")
     assert trips == 1
     assert data["deposit"]["errors"] == [{"code": "INVALID_AMOUNT"}]
+
+
+@pytest.mark.parametrize(("clock", "expected"), [(ClockMode.SYSTEM, 4), (ClockMode.CLIENT, 5)])
+async def test_a_read_asks_the_database_for_now_only_on_the_client_clock(
+    make_client: MakeClient,
+    counter: tuple[RoundTripCounter, str],
+    clock: ClockMode,
+    expected: int,
+) -> None:
+    """A read: is cashback due (1), BEGIN its snapshot (1), the query (1), ROLLBACK (1); and,
+    on the client clock only, reading that clock's now (1). The server's own clock costs
+    no round trip."""
+    proxy, url = counter
+    gql = await _opened(make_client, url, clock)
+    before = proxy.round_trips
+    body = await gql.post('query { account(id: "a") { id } }')
+    assert "errors" not in body, body
+    assert proxy.round_trips - before == expected

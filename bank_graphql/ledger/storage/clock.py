@@ -11,7 +11,12 @@ def wall_or_client(mode: ClockMode) -> int | None:
 
 
 async def read_now(conn: Conn, mode: ClockMode) -> int:
-    cursor = await conn.execute("SELECT ledger_now(%s)", (wall_or_client(mode),))
+    """Now: the wall clock without a round trip, or the client clock's, read from the
+    database."""
+    wall = wall_or_client(mode)
+    if wall is not None:
+        return wall
+    cursor = await conn.execute("SELECT ledger_now(%s)", (wall,))
     row = await cursor.fetchone()
     assert row is not None
     return int(row[0])
