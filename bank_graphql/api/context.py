@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import strawberry
 from strawberry.dataloader import DataLoader
 
-from bank_graphql.ledger import Account, Ledger, Snapshot
+from bank_graphql.ledger import Account, Ledger, Principal, Snapshot
 
 
 @dataclass(slots=True)
@@ -37,6 +37,7 @@ class Context:
     """
 
     ledger: Ledger
+    principal: Principal
     _reads: _Reads | None = None
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)

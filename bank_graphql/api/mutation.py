@@ -31,7 +31,7 @@ class Mutation:
     async def create_account(self, info: Info, input: CreateAccountInput) -> CreateAccountPayload:
         await info.context.end_reads()
         outcome = await info.context.ledger.create_account(
-            str(input.id), input.timestamp, input.idempotency_key
+            info.context.principal, str(input.id), input.timestamp, input.idempotency_key
         )
         return CreateAccountPayload.from_outcome(outcome)
 
@@ -39,14 +39,18 @@ class Mutation:
     async def deposit(self, info: Info, input: DepositInput) -> DepositPayload:
         await info.context.end_reads()
         outcome = await info.context.ledger.deposit(
-            str(input.account_id), input.amount, input.timestamp, input.idempotency_key
+            info.context.principal,
+            str(input.account_id),
+            input.amount,
+            input.timestamp,
+            input.idempotency_key,
         )
         return DepositPayload.from_outcome(outcome)
 
     @strawberry.mutation
     async def transfer(self, info: Info, input: TransferInput) -> TransferPayload:
         await info.context.end_reads()
-        outcome = await info.context.ledger.transfer(input.to_request())
+        outcome = await info.context.ledger.transfer(info.context.principal, input.to_request())
         return TransferPayload.from_outcome(outcome)
 
     @strawberry.mutation(
@@ -57,7 +61,9 @@ class Mutation:
     async def transfer_batch(self, info: Info, input: TransferBatchInput) -> TransferBatchPayload:
         await info.context.end_reads()
         outcome = await info.context.ledger.transfer_batch(
-            [item.to_request() for item in input.transfers], atomic=input.atomic
+            info.context.principal,
+            [item.to_request() for item in input.transfers],
+            atomic=input.atomic,
         )
         return TransferBatchPayload.from_outcome(outcome)
 
@@ -65,7 +71,11 @@ class Mutation:
     async def pay(self, info: Info, input: PayInput) -> PayPayload:
         await info.context.end_reads()
         outcome = await info.context.ledger.pay(
-            str(input.account_id), input.amount, input.timestamp, input.idempotency_key
+            info.context.principal,
+            str(input.account_id),
+            input.amount,
+            input.timestamp,
+            input.idempotency_key,
         )
         return PayPayload.from_outcome(outcome)
 
@@ -73,6 +83,7 @@ class Mutation:
     async def merge_accounts(self, info: Info, input: MergeAccountsInput) -> MergeAccountsPayload:
         await info.context.end_reads()
         outcome = await info.context.ledger.merge_accounts(
+            info.context.principal,
             str(input.account_id),
             str(input.absorbed_account_id),
             input.timestamp,

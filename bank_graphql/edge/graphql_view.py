@@ -26,6 +26,7 @@ from bank_graphql.edge.graphql_ws import (
     WebSocketAdapter,
 )
 from bank_graphql.edge.http_errors import dump_json, error_response, load_json, record_disconnect
+from bank_graphql.ledger import ANONYMOUS
 
 # The media type of a GraphQL-over-HTTP POST body (parameters such as charset aside).
 _JSON_MEDIA_TYPE = "application/json"
@@ -55,7 +56,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         request: Request | WebSocket,
         response: Any,  # noqa: ARG002 - the base signature
     ) -> Context:
-        return Context(ledger=request.app.state.ledger)
+        return Context(ledger=request.app.state.ledger, principal=ANONYMOUS)
 
     async def process_result(
         self,

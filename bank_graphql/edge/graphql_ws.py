@@ -194,7 +194,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             source = await self.schema.stream(
                 operation.query,
                 variable_values=operation.variables,
-                context_value=Context(ledger=self.context.ledger),
+                context_value=Context(ledger=self.context.ledger, principal=self.context.principal),
                 operation_name=operation.operation_name,
             )
             # Read the stream to its end, whether or not the client still listens, so that

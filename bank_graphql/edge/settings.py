@@ -15,6 +15,25 @@ BODY_BYTES_MAX_DEFAULT = 1_048_576
 
 
 @dataclass(frozen=True, slots=True)
+class JwtSettings:
+    """JWTs from an identity provider; off unless a secret or a public key is given."""
+
+    secret: str | None = None
+    """HS256."""
+    public_key_pem: str | None = None
+    """RS256, ES256 or EdDSA, by the key's type."""
+    issuer: str | None = None
+    audience: str | None = None
+    subject_claim: str = "sub"
+    role_claim: str = "role"
+    accounts_claim: str = "accounts"
+
+    @property
+    def enabled(self) -> bool:
+        return self.secret is not None or self.public_key_pem is not None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str
     clock: ClockMode = ClockMode.SYSTEM
@@ -29,6 +48,9 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     """Browser origins allowed to call the API cross-site; none by default."""
     sweeper_enabled: bool = True
+    auth: bool = True
+    """Access control; off, every request is ADMIN as `anonymous`."""
+    jwt: JwtSettings = field(default_factory=JwtSettings)
 
 
 def _flag(value: str) -> bool:

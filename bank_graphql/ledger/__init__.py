@@ -1,5 +1,6 @@
 """The ledger: data access over PostgreSQL. Knows nothing of GraphQL or HTTP."""
 
+from bank_graphql.ledger.domain.access import ANONYMOUS, Operation, Principal, Role
 from bank_graphql.ledger.domain.clock import ClockMode
 from bank_graphql.ledger.domain.errors import DatabaseBusy, DatabaseUnavailable, LedgerError
 from bank_graphql.ledger.domain.models import (
@@ -38,6 +39,7 @@ from bank_graphql.ledger.storage.migrations import (
 from bank_graphql.ledger.storage.reads import Snapshot
 
 __all__ = [
+    "ANONYMOUS",
     "Account",
     "BatchOutcome",
     "ClockMode",
@@ -51,12 +53,15 @@ __all__ = [
     "LedgerError",
     "MigrationReport",
     "MigrationsPending",
+    "Operation",
     "Page",
     "PageRequest",
     "Payment",
     "PoolLimits",
+    "Principal",
     "Refusal",
     "RefusalCode",
+    "Role",
     "SchemaVersionError",
     "Snapshot",
     "Spender",

@@ -13,6 +13,7 @@ from typing import Any
 from psycopg_pool import AsyncConnectionPool
 
 from bank_graphql.ledger.domain import checks
+from bank_graphql.ledger.domain.access import Principal
 from bank_graphql.ledger.domain.batch import Batch, SentItem
 from bank_graphql.ledger.domain.clock import ClockMode
 from bank_graphql.ledger.domain.keys import KeyedRequest, keyed_request
@@ -25,16 +26,16 @@ from bank_graphql.ledger.storage.database import Conn, ping
 from bank_graphql.ledger.storage.reads import Snapshot, settle_due_then_snapshot
 from bank_graphql.ledger.storage.writes import BatchAborted, RetryLimits, jsonb
 
-_CREATE_ACCOUNT = "SELECT ledger_create_account(%s, %s, %s, %s, %s)"
-_DEPOSIT = "SELECT ledger_deposit(%s, %s, %s, %s, %s, %s)"
-_PAY = "SELECT ledger_pay(%s, %s, %s, %s, %s, %s)"
-_MERGE = "SELECT ledger_merge(%s, %s, %s, %s, %s, %s)"
+_CREATE_ACCOUNT = "SELECT ledger_create_account(%s, %s, %s, %s, %s, %s)"
+_DEPOSIT = "SELECT ledger_deposit(%s, %s, %s, %s, %s, %s, %s)"
+_PAY = "SELECT ledger_pay(%s, %s, %s, %s, %s, %s, %s)"
+_MERGE = "SELECT ledger_merge(%s, %s, %s, %s, %s, %s, %s)"
 _TRANSFERS = """
-SELECT ledger_transfers(%s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[],
+SELECT ledger_transfers(%s, %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[],
                         %s::text[], %s::jsonb[], %s, %s)
 """
-_TRANSFER = "SELECT ledger_transfer(%s, %s, %s, %s, %s, %s, %s, %s)"
-_REFUSE = "SELECT ledger_refuse(%s, %s, %s, %s)"
+_TRANSFER = "SELECT ledger_transfer(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_REFUSE = "SELECT ledger_refuse(%s, %s, %s, %s, %s)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,42 +70,53 @@ class Ledger:
         return settle_due_then_snapshot(self.pool, self.clock, self.sweep_limits)
 
     async def create_account(
-        self, account_id: str, timestamp: int | None, idempotency_key: str | None = None
+        self,
+        principal: Principal,
+        account_id: str,
+        timestamp: int | None,
+        idempotency_key: str | None = None,
     ) -> WriteOutcome:
         refusals = checks.account_id_refusals(account_id, "id") + checks.timestamp_refusals(
             timestamp
         )
         keyed = keyed_request(idempotency_key, "createAccount", id=account_id, timestamp=timestamp)
-        return await self._write(_CREATE_ACCOUNT, (account_id, timestamp), refusals, keyed)
+        return await self._write(
+            principal, _CREATE_ACCOUNT, (account_id, timestamp), refusals, keyed
+        )
 
     async def deposit(
         self,
+        principal: Principal,
         account_id: str,
         amount: int,
         timestamp: int | None,
         idempotency_key: str | None = None,
     ) -> WriteOutcome:
-        refusals = _one_account_refusals(account_id, amount, timestamp)
+        refusals = _one_account_refusals(principal, account_id, amount, timestamp)
         keyed = keyed_request(
             idempotency_key, "deposit", accountId=account_id, amount=amount, timestamp=timestamp
         )
-        return await self._write(_DEPOSIT, (account_id, amount, timestamp), refusals, keyed)
+        arguments = (account_id, amount, timestamp)
+        return await self._write(principal, _DEPOSIT, arguments, refusals, keyed)
 
     async def pay(
         self,
+        principal: Principal,
         account_id: str,
         amount: int,
         timestamp: int | None,
         idempotency_key: str | None = None,
     ) -> WriteOutcome:
-        refusals = _one_account_refusals(account_id, amount, timestamp)
+        refusals = _one_account_refusals(principal, account_id, amount, timestamp)
         keyed = keyed_request(
             idempotency_key, "pay", accountId=account_id, amount=amount, timestamp=timestamp
         )
-        return await self._write(_PAY, (account_id, amount, timestamp), refusals, keyed)
+        arguments = (account_id, amount, timestamp)
+        return await self._write(principal, _PAY, arguments, refusals, keyed)
 
     async def merge_accounts(
         self,
+        principal: Principal,
         survivor_id: str,
         absorbed_id: str,
         timestamp: int | None,
@@ -120,6 +132,9 @@ class Ledger:
             refusals.append(
                 checks.same_account("absorbedAccountId", "an account cannot absorb itself")
             )
+        refusals = refusals or checks.scope_refusals(
+            principal.sees, (survivor_id, "accountId"), (absorbed_id, "absorbedAccountId")
+        )
         keyed = keyed_request(
             idempotency_key,
             "mergeAccounts",
@@ -127,18 +142,19 @@ class Ledger:
             absorbedAccountId=absorbed_id,
             timestamp=timestamp,
         )
-        return await self._write(_MERGE, (survivor_id, absorbed_id, timestamp), refusals, keyed)
+        arguments = (survivor_id, absorbed_id, timestamp)
+        return await self._write(principal, _MERGE, arguments, refusals, keyed)
 
-    async def transfer(self, request: TransferRequest) -> WriteOutcome:
+    async def transfer(self, principal: Principal, request: TransferRequest) -> WriteOutcome:
         """One transfer: a batch of one (ledger_transfer in the SQL), its columns scalars."""
-        batch = Batch([request])
+        batch = Batch([request], principal.sees)
         sent: dict[int, WriteOutcome] = {}
         for item in batch.to_send():
             key = (None, None) if item.key is None else (item.key.key, item.key.fingerprint)
             refused = jsonb(outcome_doc(item.refused)) if item.refused else None
             one = item.request
             row = (one.source_id, one.target_id, one.amount, one.timestamp)
-            params = (*row, clock.wall_or_client(self.clock), *key, refused)
+            params = (principal.name, *row, clock.wall_or_client(self.clock), *key, refused)
             document = await writes.call(
                 self.pool, self._retry, _TRANSFER, params, keyed=item.key is not None
             )
@@ -146,7 +162,7 @@ class Ledger:
         return batch.finish(sent).results[0]
 
     async def transfer_batch(
-        self, requests: Sequence[TransferRequest], *, atomic: bool
+        self, principal: Principal, requests: Sequence[TransferRequest], *, atomic: bool
     ) -> BatchOutcome:
         """Transfers in order, in one transaction (ledger_transfers in the SQL)."""
         if len(requests) > self._limits.batch_items_max:
@@ -156,7 +172,7 @@ class Ledger:
                 ("transfers",),
             )
             return BatchOutcome(results=(), refusals=(too_large,))
-        batch = Batch(requests)
+        batch = Batch(requests, principal.sees)
         first_refused = batch.first_refused()
         if atomic and first_refused is not None:
             return batch.aborted(*first_refused)
@@ -164,7 +180,8 @@ class Ledger:
         if not items:
             return batch.finish({})
         try:
-            params = (*_transfer_columns(items, atomic), clock.wall_or_client(self.clock))
+            columns = _transfer_columns(items, atomic)
+            params = (principal.name, *columns, clock.wall_or_client(self.clock))
             documents = await writes.call(
                 self.pool, self._retry, _TRANSFERS, params, keyed=any(i.key for i in items)
             )
@@ -177,6 +194,7 @@ class Ledger:
 
     async def _write(
         self,
+        principal: Principal,
         statement: str,
         arguments: tuple[Any, ...],
         input_refusals: list[Refusal],
@@ -191,14 +209,19 @@ class Ledger:
         if input_refusals:
             assert keyed is not None
             document = outcome_doc(tuple(input_refusals))
-            params: tuple[Any, ...] = (keyed.operation, keyed.key, keyed.fingerprint)
+            params: tuple[Any, ...] = (
+                principal.name,
+                keyed.operation,
+                keyed.key,
+                keyed.fingerprint,
+            )
             return outcome_from_doc(
                 await writes.call(
                     self.pool, self._retry, _REFUSE, (*params, jsonb(document)), keyed=True
                 )
             )
         key = (None, None) if keyed is None else (keyed.key, keyed.fingerprint)
-        params = (*arguments, clock.wall_or_client(self.clock), *key)
+        params = (principal.name, *arguments, clock.wall_or_client(self.clock), *key)
         return outcome_from_doc(
             await writes.call(self.pool, self._retry, statement, params, keyed=keyed is not None)
         )
@@ -217,9 +240,12 @@ def _transfer_columns(items: list[SentItem], atomic: bool) -> tuple[Any, ...]:
     )
 
 
-def _one_account_refusals(account_id: str, amount: int, timestamp: int | None) -> list[Refusal]:
-    return (
+def _one_account_refusals(
+    principal: Principal, account_id: str, amount: int, timestamp: int | None
+) -> list[Refusal]:
+    refusals = (
         checks.account_id_refusals(account_id, "accountId")
         + checks.amount_refusals(amount)
         + checks.timestamp_refusals(timestamp)
     )
+    return refusals or checks.scope_refusals(principal.sees, (account_id, "accountId"))

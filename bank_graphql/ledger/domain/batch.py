@@ -5,7 +5,7 @@ A key repeated within the batch takes the outcome of its first use (or
 IDEMPOTENCY_KEY_REUSED when its input differs); only first uses reach the database.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from bank_graphql.ledger.domain import checks
@@ -51,9 +51,14 @@ class SentItem:
 
 
 class Batch:
-    def __init__(self, requests: Sequence[TransferRequest]) -> None:
+    def __init__(self, requests: Sequence[TransferRequest], sees: Callable[[str], bool]) -> None:
+        """`sees`: whether an account exists for the credential (a transfer out of one
+        that does not is refused as out of an account never created)."""
         self.requests = list(requests)
-        self.input_refusals = [transfer_refusals(r) for r in self.requests]
+        self.input_refusals = [
+            transfer_refusals(r) or checks.scope_refusals(sees, (r.source_id, "sourceAccountId"))
+            for r in self.requests
+        ]
         self.keys = [transfer_key(r) for r in self.requests]
         first_index: dict[str, int] = {}
         self.first_use = [

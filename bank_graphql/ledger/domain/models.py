@@ -36,6 +36,8 @@ class Entry:
     balance_after: int
     counterparty_id: str | None
     payment_id: int | None
+    actor: str | None = None
+    """Who caused it (a principal, or "system" for cashback); None before access control."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,8 @@ RETENTION_DAYS_MIN = 7
 
 _PRUNE = """
 DELETE FROM idempotency_keys
-WHERE key IN (
-    SELECT key FROM idempotency_keys
+WHERE (principal, key) IN (
+    SELECT principal, key FROM idempotency_keys
     WHERE created_at < now() - make_interval(days => %(days)s)
     ORDER BY created_at
     LIMIT %(limit)s

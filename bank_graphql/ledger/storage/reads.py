@@ -63,7 +63,7 @@ def _account(row: tuple[Any, ...]) -> Account:
 
 
 def entry_from_row(row: tuple[Any, ...]) -> Entry:
-    id_, account_id, ts, kind, amount, balance_after, counterparty_id, payment_id = row
+    id_, account_id, ts, kind, amount, balance_after, counterparty_id, payment_id, actor = row
     return Entry(
         id=int(id_),
         account_id=str(account_id),
@@ -73,6 +73,7 @@ def entry_from_row(row: tuple[Any, ...]) -> Entry:
         balance_after=int(balance_after),
         counterparty_id=None if counterparty_id is None else str(counterparty_id),
         payment_id=None if payment_id is None else int(payment_id),
+        actor=actor,
     )
 
 
@@ -90,7 +91,8 @@ _ACCOUNT_PAGES: Keyset[Account] = Keyset(
 )
 
 _ENTRY_PAGES: Keyset[Entry] = Keyset(
-    columns="id, account_id, ts, kind::text, amount, balance_after, counterparty_id, payment_id",
+    columns="id, account_id, ts, kind::text, amount, balance_after, counterparty_id, payment_id, "
+    "actor",
     source="entries",
     scope="account_id = %(account)s",
     key_columns=["ts", "id"],
