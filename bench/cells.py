@@ -10,7 +10,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from bench import checks, load, operations, raw_sql, report
+from bench import auth, checks, load, operations, raw_sql, report
 from bench.aio import run_async
 from bench.context import Context, migrate, quiet_machine
 from bench.cpu import CpuMeter
@@ -107,6 +107,7 @@ def _start_target(ctx: Context, cell: Cell, stack: contextlib.ExitStack) -> Targ
         ids = tuple(f"{prefix}{i}" for i in range(1, args.accounts + 1))
         url = args.target_database_url
         pids = listening_pids(_port_of(base_url))
+        auth.use(args.token)
         return Target(base_url, ids, pids, None, url and database_name(url))
     assert cell.workers is not None
     db = ctx.databases.create(f"gql_{cell.label}")
@@ -117,6 +118,7 @@ def _start_target(ctx: Context, cell: Cell, stack: contextlib.ExitStack) -> Targ
         ctx.log_dir / f"server-{cell.label}.log",
         env=ctx.server_env,
         log_level=args.server_log_level,
+        auth=args.auth == "on",
     )
     stack.callback(server.stop)
     base_url = server.start()
@@ -151,6 +153,7 @@ def graphql_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
         "target": args.target,
         "server_log_level": args.server_log_level,
         "server_env": ctx.server_env,
+        "auth": args.auth,
     }
     with contextlib.ExitStack() as stack:
         target = _start_target(ctx, cell, stack)

@@ -12,6 +12,7 @@ import aiohttp
 import orjson
 import psycopg
 
+from bench import auth
 from bench.aio import run_async
 from bench.checks import audit_only
 from bench.context import Context, migrate, quiet_machine
@@ -21,7 +22,6 @@ from bench.load import REQUEST_TIMEOUT_S, latency_summary
 DEEP_ACCOUNT = "deep"
 WALK_PAGE_SIZE = 100
 WALK_PAGES_MAX = 10_000
-_HEADERS = {"Content-Type": "application/json"}
 
 PAGE = """query Page($id: ID!, $first: Int, $after: String, $last: Int) {
   account(id: $id) {
@@ -78,7 +78,7 @@ async def _post(
 ) -> tuple[float, dict[str, Any]]:
     payload = orjson.dumps({"query": query, "variables": variables})
     started = time.perf_counter()
-    async with session.post(url, data=payload, headers=_HEADERS) as resp:
+    async with session.post(url, data=payload, headers=auth.headers()) as resp:
         raw = await resp.read()
     latency = time.perf_counter() - started
     if resp.status != 200:
@@ -186,6 +186,7 @@ def deep_pages_phase(ctx: Context) -> dict[str, Any]:
             ctx.log_dir / "server-deep.log",
             env=ctx.server_env,
             log_level=args.server_log_level,
+            auth=args.auth == "on",
         )
         base_url = server.start()
         quiet = quiet_machine(args)

@@ -22,6 +22,8 @@ import psutil
 import psycopg
 from psycopg import sql
 
+from bench import auth
+
 REPO = Path(__file__).resolve().parent.parent
 SERVER_START_TIMEOUT_S = 60.0
 SERVER_STOP_TIMEOUT_S = 20.0
@@ -92,6 +94,9 @@ class Server:
     clock: str = "system"
     log_level: str = "warning"
     env: Mapping[str, str] = field(default_factory=dict)
+    auth: bool = True
+    """Access control on, with an ADMIN key made for the bench (a server from before access
+    control runs without)."""
     port: int = 0
     _proc: subprocess.Popen[bytes] | None = None
 
@@ -120,6 +125,7 @@ class Server:
             "--log-level",
             self.log_level,
         ]
+        command += self._credential(command[0])
         env = {**os.environ, **self.env}
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
@@ -134,6 +140,17 @@ class Server:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError(f"server not healthy in {SERVER_START_TIMEOUT_S} s:\n{self.log_tail()}")
+
+    def _credential(self, cli: str) -> list[str]:
+        """Flags for access control, and the key bench requests carry (bench/auth.py)."""
+        if not auth.supports_auth(Path(cli)):
+            auth.use(None)
+            return []
+        if not self.auth:
+            auth.use(None)
+            return ["--no-auth"]
+        auth.use(auth.create_admin_key(Path(cli), self.database_url))
+        return []
 
     def pids(self) -> list[int]:
         """The server process and its workers."""

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from bench import auth
 from bench.operations import RequestMaker, answers
 
 REQUEST_TIMEOUT_S = 30.0
@@ -31,7 +32,6 @@ OPEN_ACCOUNT = (
     " deposit(input: {accountId: $id, amount: $amount}) { balance errors { code } } }"
 )
 MUTATION_FIELDS = "{ __schema { mutationType { fields { name } } } }"
-_HEADERS = {"Content-Type": "application/json"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,13 +150,14 @@ async def _client(
     stats: LoadStats,
     requests: RequestMaker,
 ) -> None:
+    headers = auth.headers()
     for _ in range(REQUESTS_PER_CLIENT_MAX):
         if time.perf_counter() >= deadline:
             return
         request = requests.next()
         started = time.perf_counter()
         try:
-            async with session.post(url, data=request.body, headers=_HEADERS) as resp:
+            async with session.post(url, data=request.body, headers=headers) as resp:
                 status = resp.status
                 raw = await resp.read()
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -213,7 +214,7 @@ async def post(
 ) -> dict[str, Any]:
     """One GraphQL request; raises on HTTP or GraphQL errors."""
     payload = orjson.dumps({"query": query, "variables": variables or {}})
-    async with session.post(url, data=payload, headers=_HEADERS) as resp:
+    async with session.post(url, data=payload, headers=auth.headers()) as resp:
         raw = await resp.read()
         if resp.status != 200:
             raise RuntimeError(f"HTTP {resp.status}: {raw[:300]!r}")

@@ -108,6 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
         "edit, and comparable runs",
     )
     p.add_argument(
+        "--auth",
+        choices=["on", "off"],
+        default="on",
+        help="access control on the bench's servers (default on: each cell makes an ADMIN "
+        "key; off: serve --no-auth), to measure what the check costs",
+    )
+    p.add_argument(
+        "--token", help="the credential (API key or JWT) for a --target server, if it needs one"
+    )
+    p.add_argument(
         "--server-log-level",
         default="warning",
         choices=["critical", "error", "warning", "info", "debug"],

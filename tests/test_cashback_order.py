@@ -199,9 +199,9 @@ async def test_system_clock_write_stamped_after_now_credits_cashback_due_before_
 # -- a ledger that already holds overtaken cashback ------------------------------------------
 
 POISON = """
-INSERT INTO entries (account_id, ts, kind, amount, balance_after, counterparty_id)
-VALUES ('cc', 100000000, 'TRANSFER_OUT', 1, 8999, 'ca'),
-       ('ca', 100000000, 'TRANSFER_IN', 1, 1, 'cc');
+INSERT INTO entries (account_id, ts, kind, amount, balance_after, counterparty_id, actor)
+VALUES ('cc', 100000000, 'TRANSFER_OUT', 1, 8999, 'ca', 'anonymous'),
+       ('ca', 100000000, 'TRANSFER_IN', 1, 1, 'cc', 'anonymous');
 UPDATE accounts SET balance = 8999, outgoing = outgoing + 1, last_entry_at = 100000000
 WHERE id = 'cc';
 UPDATE accounts SET balance = 1, last_entry_at = 100000000 WHERE id = 'ca';

@@ -76,16 +76,34 @@ async def test_entries_still_accept_appends(gql: GraphQLClient, db: Db) -> None:
 
 
 @pytest.mark.parametrize(
+    ("kind", "actor"),
+    [("DEPOSIT", None), ("DEPOSIT", "system"), ("CASHBACK", "key:abcdefabcdef")],
+)
+async def test_every_new_entry_names_its_actor_and_only_cashback_is_the_systems(
+    gql: GraphQLClient, db: Db, kind: str, actor: str | None
+) -> None:
+    await funded(gql, "alice", 500)
+    before = await _entries(db)
+    with pytest.raises(psycopg.errors.CheckViolation, match="entry_names_actor"):
+        await db.execute(
+            "INSERT INTO entries (account_id, ts, kind, amount, balance_after, payment_id, actor)"
+            " VALUES ('alice', 3000, %s, 5, 505, NULL, %s)",
+            (kind, actor),
+        )
+    assert await _entries(db) == before
+
+
+@pytest.mark.parametrize(
     "statement",
     [
         "UPDATE accounts SET balance = -1 WHERE id = 'alice'",
         "UPDATE accounts SET balance = balance - 501 WHERE id = 'alice'",
         "INSERT INTO accounts (id, created_at, balance, last_entry_at, survivor_id)"
         " VALUES ('neg', 0, -5, 0, 'neg')",
-        "INSERT INTO entries (account_id, ts, kind, amount, balance_after)"
-        " VALUES ('alice', 3000, 'DEPOSIT', -5, 495)",
-        "INSERT INTO entries (account_id, ts, kind, amount, balance_after)"
-        " VALUES ('alice', 3000, 'DEPOSIT', 5, -5)",
+        "INSERT INTO entries (account_id, ts, kind, amount, balance_after, actor)"
+        " VALUES ('alice', 3000, 'DEPOSIT', -5, 495, 'anonymous')",
+        "INSERT INTO entries (account_id, ts, kind, amount, balance_after, actor)"
+        " VALUES ('alice', 3000, 'DEPOSIT', 5, -5, 'anonymous')",
         "INSERT INTO payments (id, account_id, ts, amount, cashback, cashback_due_at, settled)"
         " VALUES (999, 'alice', 3000, -100, -2, 86403000, false)",
     ],

@@ -46,7 +46,7 @@ class Context:
         async with self._lock:
             if self._reads is None:
                 snapshot = await self._stack.enter_async_context(
-                    self.ledger.settle_due_then_snapshot()
+                    self.ledger.settle_due_then_snapshot(self.principal)
                 )
                 self._reads = _open_reads(snapshot)
             return self._reads

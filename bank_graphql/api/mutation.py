@@ -51,7 +51,7 @@ class Mutation:
     async def transfer(self, info: Info, input: TransferInput) -> TransferPayload:
         await info.context.end_reads()
         outcome = await info.context.ledger.transfer(info.context.principal, input.to_request())
-        return TransferPayload.from_outcome(outcome)
+        return TransferPayload.from_outcome(outcome, info.context.principal.sees)
 
     @strawberry.mutation(
         description="Many transfers in one request and one transaction, applied in order. "
@@ -65,7 +65,7 @@ class Mutation:
             [item.to_request() for item in input.transfers],
             atomic=input.atomic,
         )
-        return TransferBatchPayload.from_outcome(outcome)
+        return TransferBatchPayload.from_outcome(outcome, info.context.principal.sees)
 
     @strawberry.mutation
     async def pay(self, info: Info, input: PayInput) -> PayPayload:

@@ -1,5 +1,6 @@
 """Mutation payloads: what a mutation did, or the `UserError`s saying why it did nothing."""
 
+from collections.abc import Callable
 from typing import Self
 
 import strawberry
@@ -86,12 +87,17 @@ class TransferPayload:
     errors: list[UserError]
 
     @classmethod
-    def from_outcome(cls, outcome: WriteOutcome, path: tuple[str, ...] = ("input",)) -> Self:
+    def from_outcome(
+        cls, outcome: WriteOutcome, sees: Callable[[str], bool], path: tuple[str, ...] = ("input",)
+    ) -> Self:
+        """`sees`: whether an account exists for the caller; a target outside its scope is
+        shown as null, and nothing else of it."""
+        target = _account(outcome, 1)
         return cls(
             balance=_balance(outcome),
             entry=_entry(outcome),
             source_account=_account(outcome, 0),
-            target_account=_account(outcome, 1),
+            target_account=target if target is not None and sees(str(target.id)) else None,
             errors=_user_errors(outcome, path),
         )
 
@@ -106,10 +112,10 @@ class TransferBatchPayload:
     )
 
     @classmethod
-    def from_outcome(cls, outcome: BatchOutcome) -> Self:
+    def from_outcome(cls, outcome: BatchOutcome, sees: Callable[[str], bool]) -> Self:
         return cls(
             results=[
-                TransferPayload.from_outcome(r, ("input", "transfers", str(i)))
+                TransferPayload.from_outcome(r, sees, ("input", "transfers", str(i)))
                 for i, r in enumerate(outcome.results)
             ],
             errors=_user_errors(outcome),

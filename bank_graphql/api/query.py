@@ -3,6 +3,7 @@
 import strawberry
 
 from bank_graphql.api import cursors
+from bank_graphql.api.access import Viewer
 from bank_graphql.api.context import Info
 from bank_graphql.api.errors import bad_input
 from bank_graphql.api.scalars import Money
@@ -14,6 +15,10 @@ TOP_SPENDERS_MAX = 1000
 
 @strawberry.type
 class Query:
+    @strawberry.field(description="The credential behind this request.")
+    def viewer(self, info: Info) -> Viewer:
+        return Viewer.of(info.context.principal)
+
     @strawberry.field(
         description="The account with this id, or null when none exists (an account merged "
         "into another no longer exists)."

@@ -11,6 +11,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from bank_graphql.api.access import AccessCheck
 from bank_graphql.api.codes import ErrorCode
 from bank_graphql.api.context import Context
 from bank_graphql.api.documents import CachedDocuments, DocumentCache
@@ -46,6 +47,7 @@ class BankSchema(strawberry.Schema):
             extensions=[
                 *limit_extensions(limits),
                 lambda: CachedDocuments(self.documents, suggestions=limits.introspection),
+                AccessCheck,
                 *extensions,
                 EndReadsAfterOperation,
             ],

@@ -109,6 +109,11 @@ class LedgerEntry:
     payment_id: strawberry.ID | None = strawberry.field(
         description="The payment that a PAYMENT or CASHBACK entry belongs to."
     )
+    actor: str | None = strawberry.field(
+        description="Who caused this entry: `key:<key id>`, `jwt:<subject>`, `anonymous`, "
+        "or `system` for cashback the ledger credited itself. Null for entries written "
+        "before access control existed."
+    )
 
     @classmethod
     def from_row(cls, entry: models.Entry) -> Self:
@@ -123,6 +128,7 @@ class LedgerEntry:
             payment_id=_optional_id(
                 None if entry.payment_id is None else payment_id(entry.payment_id)
             ),
+            actor=entry.actor,
         )
 
     @staticmethod

@@ -65,9 +65,14 @@ class Ledger:
         """Does the database answer within `timeout_s`?"""
         return await ping(self.pool, timeout_s)
 
-    def settle_due_then_snapshot(self) -> AbstractAsyncContextManager[Snapshot]:
-        """Credit every cashback due by now (a write), then hold one read-only snapshot."""
-        return settle_due_then_snapshot(self.pool, self.clock, self.sweep_limits)
+    def settle_due_then_snapshot(
+        self, principal: Principal
+    ) -> AbstractAsyncContextManager[Snapshot]:
+        """Credit every cashback due by now (a write), then hold one read-only snapshot of
+        what exists for `principal`."""
+        return settle_due_then_snapshot(
+            self.pool, self.clock, self.sweep_limits, principal.accounts
+        )
 
     async def create_account(
         self,

@@ -57,6 +57,12 @@ SELECT id, least(outgoing, money_max()) FROM accounts WHERE merged_into IS NULL
 ORDER BY outgoing DESC, id LIMIT %s
 """
 
+# Within a credential's scope: found by id, ranked here (a scope is a short list).
+_TOP_SPENDERS_IN = """
+SELECT id, least(outgoing, money_max()) FROM accounts WHERE id = ANY(%s) AND survivor_id = id
+ORDER BY outgoing DESC, id LIMIT %s
+"""
+
 
 def _account(row: tuple[Any, ...]) -> Account:
     return Account(id=row[0], created_at=row[1], outgoing=row[2])
@@ -90,6 +96,15 @@ _ACCOUNT_PAGES: Keyset[Account] = Keyset(
     to_row=_account,
 )
 
+_SCOPED_ACCOUNT_PAGES: Keyset[Account] = Keyset(
+    columns="id, created_at, least(outgoing, money_max())",
+    source="accounts",
+    scope="id = ANY(%(scope)s) AND survivor_id = id",
+    key_columns=["id"],
+    key_types=["text"],
+    to_row=_account,
+)
+
 _ENTRY_PAGES: Keyset[Entry] = Keyset(
     columns="id, account_id, ts, kind::text, amount, balance_after, counterparty_id, payment_id, "
     "actor",
@@ -111,30 +126,40 @@ _PAYMENT_PAGES: Keyset[Payment] = Keyset(
 
 
 class Snapshot:
-    """Reads as of one instant: every method sees the same committed state.
+    """Reads as of one instant: every method sees the same committed state, and only the
+    accounts in `scope` (None: all). Outside it an account does not exist: no row, no
+    balance, no entry, no payment, no rank.
 
     The caller holds `conn` inside a REPEATABLE READ, READ ONLY transaction.
     """
 
-    def __init__(self, conn: Conn, now: int) -> None:
+    def __init__(self, conn: Conn, now: int, scope: frozenset[str] | None) -> None:
         self.conn = conn
         self.now = now
+        self.scope = scope
+
+    def _sees(self, account_id: str) -> bool:
+        return self.scope is None or account_id in self.scope
 
     @translated
     async def accounts_by_id(self, ids: Sequence[str]) -> dict[str, Account]:
-        cursor = await self.conn.execute(_ACCOUNTS_BY_ID, (list(ids),))
+        cursor = await self.conn.execute(_ACCOUNTS_BY_ID, ([i for i in ids if self._sees(i)],))
         return {row[0]: _account(row) for row in await cursor.fetchall()}
 
     @translated
     async def accounts(self, request: PageRequest) -> Page[Account]:
         window = Window(above=("",), below=(_ID_ABOVE_ALL,))
-        return await _ACCOUNT_PAGES.page(self.conn, {}, window, request)
+        if self.scope is None:
+            return await _ACCOUNT_PAGES.page(self.conn, {}, window, request)
+        scope = {"scope": sorted(self.scope)}
+        return await _SCOPED_ACCOUNT_PAGES.page(self.conn, scope, window, request)
 
     @translated
     async def balances(self, keys: Sequence[tuple[str, int]]) -> list[int | None]:
         """Balance of each (account id, at); None where the account did not exist yet."""
+        seen = [k if self._sees(k[0]) else ("", 0) for k in keys]
         cursor = await self.conn.execute(
-            _BALANCES_AT, {"ids": [k[0] for k in keys], "ats": [k[1] for k in keys]}
+            _BALANCES_AT, {"ids": [k[0] for k in seen], "ats": [k[1] for k in seen]}
         )
         found = {int(ord_): balance for ord_, balance in await cursor.fetchall()}
         return [found.get(i) for i in range(1, len(keys) + 1)]
@@ -148,22 +173,31 @@ class Snapshot:
             above=(-1 if since is None else since, 0),
             below=(_BIGINT_MAX if until is None else until, _BIGINT_MAX),
         )
+        if not self._sees(account_id):
+            return Page(rows=[], has_previous=False, has_next=False)
         return await _ENTRY_PAGES.page(self.conn, {"account": account_id}, window, request)
 
     @translated
     async def payments(self, owner_id: str, request: PageRequest) -> Page[Payment]:
         window = Window(above=(0,), below=(_BIGINT_MAX,))
+        if not self._sees(owner_id):
+            return Page(rows=[], has_previous=False, has_next=False)
         return await _PAYMENT_PAGES.page(self.conn, {"owner": owner_id}, window, request)
 
     @translated
     async def payment(self, owner_id: str, number: int) -> Payment | None:
+        if not self._sees(owner_id):
+            return None
         cursor = await self.conn.execute(_PAYMENT, {"number": number, "owner": owner_id})
         row = await cursor.fetchone()
         return None if row is None else _payment(row)
 
     @translated
     async def top_spenders(self, first: int) -> list[Spender]:
-        cursor = await self.conn.execute(_TOP_SPENDERS, (first,))
+        if self.scope is None:
+            cursor = await self.conn.execute(_TOP_SPENDERS, (first,))
+        else:
+            cursor = await self.conn.execute(_TOP_SPENDERS_IN, (sorted(self.scope), first))
         return [Spender(account_id=r[0], outgoing=r[1]) for r in await cursor.fetchall()]
 
 
@@ -198,13 +232,16 @@ async def _settled_connection(
 
 @asynccontextmanager
 async def settle_due_then_snapshot(
-    pool: AsyncConnectionPool[Conn], clock: ClockMode, sweep_limits: SweepLimits
+    pool: AsyncConnectionPool[Conn],
+    clock: ClockMode,
+    sweep_limits: SweepLimits,
+    scope: frozenset[str] | None,
 ) -> AsyncIterator[Snapshot]:
     """Credit every cashback due by now (a write, in transactions of its own), then hold one
-    read-only snapshot until exit."""
+    read-only snapshot of the accounts in `scope` (None: all) until exit."""
     conn, now = await _settled_connection(pool, clock, sweep_limits)
     try:
-        yield Snapshot(conn, now)
+        yield Snapshot(conn, now, scope)
     finally:
         try:
             if not conn.broken:
