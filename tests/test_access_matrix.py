@@ -163,7 +163,8 @@ async def test_each_role_runs_exactly_what_the_table_allows(
     for name in MUTATIONS:
         observed[name] = await _mutation_outcome(caller, db, name)
     expected = {name: "allowed" if role in ALLOWED[name] else "refused" for name in OPERATIONS}
-    assert observed == expected
+    wrong = {n: f"expected {expected[n]}, got {observed[n]}" for n in OPERATIONS}
+    assert observed == expected, {n: w for n, w in wrong.items() if observed[n] != expected[n]}
 
 
 # -- refused whole, however the forbidden field is reached ----------------------------------

@@ -52,6 +52,9 @@ OUTSIDE = [B1, B2, B3]
 GHOST = "acct-19"
 """Never created: what an outside account must look like."""
 B1_NEWEST_TS = 7_777_777
+NOW = 8_000_000
+LATER = "zz-later"
+"""Created, outside the scope, at NOW: the latest time any mutation used."""
 B2_ROOM = 1_234
 """How much more B2 can hold before it overflows."""
 
@@ -130,6 +133,8 @@ async def _world(access: Access, **credentials: tuple[str, Role, list[str]]) -> 
     assert (await transfer(admin, B1, B2, 1_070_360, 3_000))["errors"] == []
     await merge(admin, B2, B3, 3_000)
     assert (await deposit(admin, B1, 1, B1_NEWEST_TS))["errors"] == []
+    # The client clock's now (every later entry's default time) moves past B1's newest entry.
+    assert (await create(admin, LATER, NOW))["errors"] == []
     numbers = [B1_NEWEST_TS, B2_ROOM]
     for account_id in (B1, B2):
         found = (await admin.ok(ACCOUNT_FULL, {"id": account_id}))["account"]
@@ -331,16 +336,23 @@ async def test_naming_an_outside_account_is_refused_as_for_one_never_created(
 async def test_batch_items_naming_an_outside_account(access: Access, db: Db, audit: Audit) -> None:
     world = await _world(access, me=("key", Role.CUSTOMER, SCOPE))
     me = world.callers["me"]
-    items = [batch_item(x, A1, 5) for x in (*OUTSIDE, GHOST)]
+
     before = await state(db)
-    loose = await me.post(BATCH, {"transfers": items, "atomic": False})
+    never = await me.post(BATCH, {"transfers": [batch_item(GHOST, A1, 5)]})
+    results = never["data"]["transferBatch"]["results"]
+    assert [e["code"] for e in results[0]["errors"]] == ["ACCOUNT_NOT_FOUND"], never
+    for outside in OUTSIDE:
+        answer = await me.post(BATCH, {"transfers": [batch_item(outside, A1, 5)]})
+        assert substituted(answer, {outside: GHOST}) == never, (outside, answer)
     assert await changed_tables(db, before) == []
-    payload = loose["data"]["transferBatch"]
-    assert payload["errors"] == []
-    never = payload["results"][-1]
-    assert [e["code"] for e in never["errors"]] == ["ACCOUNT_NOT_FOUND"]
-    for outside, result in zip(OUTSIDE, payload["results"], strict=False):
-        assert substituted(result, {outside: GHOST}) == never, (outside, result)
+    # Beside items that move money, each refused item reads as for an id never created.
+    mixed = [batch_item(A1, A2, 5), *(batch_item(x, A1, 5) for x in (*OUTSIDE, GHOST))]
+    loose = (await me.post(BATCH, {"transfers": mixed}))["data"]["transferBatch"]
+    assert loose["results"][0]["errors"] == []
+    for index, outside in enumerate(OUTSIDE, start=1):
+        refused = substituted(loose["results"][index]["errors"], {outside: GHOST})
+        assert refused == [{**results[0]["errors"][0], "field": _field(index)}], outside
+    assert loose["results"][-1]["errors"] == [{**results[0]["errors"][0], "field": _field(4)}]
 
     def atomic(source: str) -> dict[str, Any]:
         return {"transfers": [batch_item(A1, A2, 5), batch_item(source, A1, 5)], "atomic": True}
@@ -494,6 +506,10 @@ async def test_a_timestamp_refusal_does_not_tell_an_outside_targets_newest_entry
     errors = body["data"]["transfer"]["errors"]
     assert [e["code"] for e in errors] == ["TIMESTAMP_OUT_OF_ORDER"], body
     assert str(B1_NEWEST_TS) not in json.dumps(errors)
+
+
+def _field(index: int) -> list[str]:
+    return ["input", "transfers", str(index), "sourceAccountId"]
 
 
 async def _scalar(db: Db, query: str) -> int:

@@ -144,12 +144,9 @@ async def test_cashback_is_the_systems_whoever_settles_it(
 ) -> None:
     """X's cashback is settled by its owner's own later deposit, Y's by a READER's query:
     both record `system`, never the principal whose request happened to credit them."""
-    reader = None
-    if kind != "off":
-        reader = access.caller(await access.credential("jwt", Role.READER))
+    reading = None if kind == "off" else await access.credential("jwt", Role.READER)
     caller, actor = await _admin(access, kind)
-    if reader is None:
-        reader = caller
+    reader = caller if reading is None else access.caller(reading)
     for account_id in (X, Y):
         assert (await create(caller, account_id, 1_000))["errors"] == []
         await _mutate(caller, DEPOSIT_A, "deposit", id=account_id, amount=100_000, ts=1_000)
