@@ -7,10 +7,12 @@ A request holding any forbidden field is refused whole, however the field is rea
 
 from typing import Any
 
+import httpx
 import pytest
 
 from bank_graphql.ledger import Role
 from tests.access_fixtures import (
+    JWT_SECRET,
     KINDS,
     VIEWER,
     Access,
@@ -36,6 +38,7 @@ from tests.operations import (
     funded,
     pay,
 )
+from tests.servers import Serve
 
 A1, A2, B1 = "own-1", "own-2", "other-1"
 """A CUSTOMER's credential is limited to A1 and A2; B1 is someone else's."""
@@ -268,3 +271,40 @@ async def test_a_scoped_credential_cannot_create_accounts(
     # The same credential may still do what its role allows within its scope.
     body = await caller.post(DEPOSIT, {"id": A1, "amount": 5})
     assert body["data"]["deposit"]["errors"] == [], body
+
+
+async def test_a_real_server_with_two_workers_holds_the_table(
+    access: Access, db: Db, database_url: str, serve: Serve
+) -> None:
+    """`bank-graphql serve` with access on and JWTs by flag, two worker processes: whichever
+    answers, the READER and the CUSTOMER get what the table gives them, no more."""
+    keys = [await access.credential("key", role) for role in (ADMIN, READER)]
+    customer = await access.credential("jwt", CUSTOMER, [A1])
+    server = serve(
+        "--database-url",
+        database_url,
+        "--clock",
+        "client",
+        "--workers",
+        "2",
+        "--jwt-secret",
+        JWT_SECRET,
+        auth=True,
+    )
+    async with httpx.AsyncClient(base_url=server.base, timeout=10) as http:
+        admin, reader, me = (Caller(http, c) for c in (*keys, customer))
+        for account_id in (A1, B1):
+            await funded(admin, account_id, 1_000)
+        for _ in range(4):  # more requests than workers
+            before = await state(db)
+            for caller in (reader, me):
+                refused = await caller.response(*MUTATIONS["deposit"])
+                assert forbidden_problem(refused) is None, forbidden_problem(refused)
+            assert await changed_tables(db, before) == []
+            assert (await reader.get("/metrics")).status_code == 200
+            assert (await me.get("/metrics")).status_code == 403
+            assert await me.ok(ACCOUNT, {"id": B1}) == {"account": None}
+            moved = (await me.ok(TRANSFER, {"from": A1, "to": B1, "amount": 1}))["transfer"]
+            assert moved["errors"] == []
+            assert moved["targetAccount"] is None
+        assert (await reader.ok(ACCOUNT, {"id": B1}))["account"]["balance"] == 1_004
