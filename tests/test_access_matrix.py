@@ -5,10 +5,12 @@ and with JWTs. A refused request is a GraphQL error coded FORBIDDEN with no data
 A request holding any forbidden field is refused whole, however the field is reached
 (fragment spread, inline fragment, alias) and whatever else the document holds."""
 
+import json
 from typing import Any
 
 import httpx
 import pytest
+from websockets.asyncio.client import connect
 
 from bank_graphql.ledger import Role
 from tests.access_fixtures import (
@@ -38,7 +40,8 @@ from tests.operations import (
     funded,
     pay,
 )
-from tests.servers import Serve
+from tests.servers import Serve, Server
+from tests.test_websocket import PROTOCOL, subscribe, until_done
 
 A1, A2, B1 = "own-1", "own-2", "other-1"
 """A CUSTOMER's credential is limited to A1 and A2; B1 is someone else's."""
@@ -308,3 +311,38 @@ async def test_a_real_server_with_two_workers_holds_the_table(
             assert moved["errors"] == []
             assert moved["targetAccount"] is None
         assert (await reader.ok(ACCOUNT, {"id": B1}))["account"]["balance"] == 1_004
+
+    # Over a websocket, the credential of its connection_init holds for every operation.
+    for credential in (keys[1], customer):
+        before = await state(db)
+        refused = await _over_ws(server, credential.token, *MUTATIONS["deposit"])
+        codes = [e["extensions"]["code"] for e in refused.get("errors") or []]
+        assert (codes, refused.get("data")) == (["FORBIDDEN"], None), refused
+        assert await changed_tables(db, before) == []
+        viewer = await _over_ws(server, credential.token, VIEWER, None)
+        assert viewer["data"]["viewer"]["principal"] == credential.principal, viewer
+    assert await _over_ws(server, customer.token, ACCOUNT, {"id": B1}) == {
+        "data": {"account": None}
+    }
+    moved = await _over_ws(server, customer.token, TRANSFER, {"from": A1, "to": B1, "amount": 1})
+    assert moved["data"]["transfer"]["errors"] == [], moved
+    assert moved["data"]["transfer"]["targetAccount"] is None
+
+
+async def _over_ws(
+    server: Server, token: str, query: str, variables: dict[str, Any] | None
+) -> dict[str, Any]:
+    """One operation over a fresh websocket whose connection_init carries `token`, shaped
+    like an HTTP answer."""
+    url = f"ws://127.0.0.1:{server.port}/graphql"
+    async with connect(url, subprotocols=[PROTOCOL]) as ws:  # type: ignore[list-item]
+        init = {"type": "connection_init", "payload": {"Authorization": f"Bearer {token}"}}
+        await ws.send(json.dumps(init))
+        assert json.loads(await ws.recv()) == {"type": "connection_ack"}
+        await ws.send(subscribe("op", query, variables))
+        messages = await until_done(ws, "op")
+    if messages[-1]["type"] == "error":
+        return {"data": None, "errors": messages[-1]["payload"]}
+    assert [m["type"] for m in messages] == ["next", "complete"], messages
+    payload: dict[str, Any] = messages[0]["payload"]
+    return payload
