@@ -529,3 +529,23 @@ async def test_an_own_account_created_later_in_scope(access: Access) -> None:
     assert await me.ok(ACCOUNT_FULL, {"id": "later-1"}) == {"account": None}
     assert (await create(admin, "later-1", 1_000))["errors"] == []
     assert (await me.ok(ACCOUNT_FULL, {"id": "later-1"}))["account"]["id"] == "later-1"
+
+
+async def test_queries_sent_by_get_are_scoped_too(access: Access) -> None:
+    """`GET /graphql?query=...` runs queries under the same credential and scope."""
+    world = await _world(access, me=("jwt", Role.CUSTOMER, SCOPE))
+    me = world.callers["me"]
+    for account_id, expected in ((B1, None), (GHOST, None), (A1, {"id": A1})):
+        response = await me.http.get(
+            "/graphql",
+            params={"query": f'{{ account(id: "{account_id}") {{ id }} }}'},
+            headers=me.headers(),
+        )
+        assert response.status_code == 200, response.text
+        assert response.json() == {"data": {"account": expected}}, account_id
+    response = await me.http.get(
+        "/graphql",
+        params={"query": "{ accounts(first: 100) { nodes { id } } }"},
+        headers=me.headers(),
+    )
+    assert [n["id"] for n in response.json()["data"]["accounts"]["nodes"]] == SCOPE
