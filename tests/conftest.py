@@ -17,7 +17,7 @@ from psycopg import sql
 
 from bank_graphql.edge.app import create_app
 from bank_graphql.edge.settings import Settings
-from bank_graphql.ledger import ClockMode, audit_books, migrate
+from bank_graphql.ledger import ClockMode, Role, audit_books, create_api_key, migrate
 from tests.servers import Serve, Server, launch
 
 TEMPLATE = f"bank_template_{os.getpid()}"
@@ -109,19 +109,42 @@ class GraphQLClient:
 MakeClient = Callable[..., Awaitable[GraphQLClient]]
 
 
+async def issue_key(
+    database_url: str,
+    role: Role = Role.ADMIN,
+    accounts: list[str] | None = None,
+    *,
+    expires_in_days: int | None = None,
+) -> str:
+    """A new API key in the database at `database_url` (the key itself)."""
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as conn:
+        _, key = await create_api_key(
+            conn, role, accounts=accounts, name="tests", expires_in_days=expires_in_days
+        )
+    return key
+
+
 @pytest.fixture
 async def make_client(database_url: str) -> AsyncIterator[MakeClient]:
-    """Start the app (its lifespan, pool and all) with the given settings; stop it after."""
+    """Start the app (its lifespan, pool and all) with the given settings; stop it after.
+    Access control is on: the client sends an ADMIN key made for it (`key=` another one,
+    `key=None` none)."""
     stacks: list[Any] = []
+    admin_key = await issue_key(database_url)
 
-    async def make(clock: ClockMode = ClockMode.CLIENT, **overrides: Any) -> GraphQLClient:
+    async def make(
+        clock: ClockMode = ClockMode.CLIENT, key: str | None = admin_key, **overrides: Any
+    ) -> GraphQLClient:
         settings = Settings(database_url=database_url, clock=clock, sweeper_enabled=False)
-        for key, value in overrides.items():
-            settings = _replace(settings, key, value)
+        for name, value in overrides.items():
+            settings = _replace(settings, name, value)
         app = create_app(settings)
         lifespan = app.router.lifespan_context(app)
         await lifespan.__aenter__()
-        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
+        headers = {} if key is None else {"Authorization": f"Bearer {key}"}
+        http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test", headers=headers
+        )
         stacks.append((lifespan, http))
         return GraphQLClient(http)
 
@@ -169,9 +192,10 @@ def serve(tmp_path: Path) -> Iterator[Serve]:
         env: dict[str, str] | None = None,
         healthy_s: float = 60,
         fd_limit: int | None = None,
+        auth: bool = False,
     ) -> Server:
         log = tmp_path / f"server-{len(started)}.log"
-        server = launch(*args, log=log, env=env, fd_limit=fd_limit)
+        server = launch(*args, log=log, env=env, fd_limit=fd_limit, auth=auth)
         started.append(server)
         server.wait_healthy(healthy_s)
         return server

@@ -4,6 +4,7 @@ its output in a log file, healthy before a test uses it, and stopped with SIGTER
 The `serve` fixture (tests/conftest.py) starts them and stops whatever a test left running."""
 
 import os
+import re
 import resource
 import signal
 import socket
@@ -32,6 +33,13 @@ class Server:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
+
+    @property
+    def admin_key(self) -> str:
+        """The ADMIN key a first start with access control on printed (`auth=True`)."""
+        found = re.findall(r"admin key: (\S+)", self.log.read_text(errors="replace"))
+        assert len(found) == 1, f"expected one admin key line: {self.output()}"
+        return found[0]
 
     def output(self) -> str:
         """The end of what the server printed, for failure messages."""
@@ -66,12 +74,19 @@ class Server:
 
 
 def launch(
-    *args: str, log: Path, env: dict[str, str] | None = None, fd_limit: int | None = None
+    *args: str,
+    log: Path,
+    env: dict[str, str] | None = None,
+    fd_limit: int | None = None,
+    auth: bool = False,
 ) -> Server:
     """`bank-graphql serve --host 127.0.0.1 --port <free> *args`, without DATABASE_URL or any
     BANK_* variable of the test's own environment (only those in `env`); `fd_limit` caps the
-    process's open files (soft and hard)."""
+    process's open files (soft and hard). Without `auth`, with `--no-auth`: these servers are
+    for HTTP, faults and websockets, not access control."""
     port = free_port()
+    if not auth:
+        args = ("--no-auth", *args)
     clean = {
         k: v for k, v in os.environ.items() if k != "DATABASE_URL" and not k.startswith("BANK_")
     }
@@ -94,14 +109,14 @@ def _limit_files(fd_limit: int) -> Callable[[], None]:
 
 
 Serve = Callable[..., Server]
-"""The `serve` fixture: `serve(*args, env=None, healthy_s=60, fd_limit=None)` -> a healthy
-Server."""
+"""The `serve` fixture: `serve(*args, env=None, healthy_s=60, fd_limit=None, auth=False)` ->
+a healthy Server."""
 
 
 @contextmanager
-def running(*args: str, log: Path, healthy_s: float = 60) -> Iterator[Server]:
+def running(*args: str, log: Path, healthy_s: float = 60, auth: bool = False) -> Iterator[Server]:
     """A server launched with `args`, healthy, for the block; stopped after it."""
-    server = launch(*args, log=log)
+    server = launch(*args, log=log, auth=auth)
     try:
         server.wait_healthy(healthy_s)
         yield server

@@ -19,13 +19,18 @@ from starlette.websockets import WebSocket
 from bank_graphql.api.codes import ErrorCode
 from bank_graphql.api.schema import build_schema
 from bank_graphql.edge import metrics
+from bank_graphql.edge.auth import (
+    Authenticator,
+    forbidden_metrics_response,
+    unauthenticated_response,
+)
 from bank_graphql.edge.graphql_view import GraphQLEndpoint
 from bank_graphql.edge.http_errors import error_response
 from bank_graphql.edge.http_limits import BodySizeLimit
 from bank_graphql.edge.logs import configure_logging
 from bank_graphql.edge.observability import RequestLog
 from bank_graphql.edge.settings import Settings, settings_from_env
-from bank_graphql.ledger import Ledger, Sweeper, open_pool
+from bank_graphql.ledger import KeyRing, Ledger, Operation, Sweeper, open_pool
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,12 @@ async def health(request: Request) -> JSONResponse:
 
 
 async def prometheus_metrics(request: Request) -> Response:
+    authenticator: Authenticator = request.app.state.authenticator
+    principal = authenticator.principal(request.headers.get("authorization"))
+    if principal is None:
+        return unauthenticated_response(request.method)
+    if not principal.may(Operation.METRICS):
+        return forbidden_metrics_response(request.method)
     stats = request.app.state.ledger.pool.get_stats()
     metrics.POOL_CONNECTIONS.set(stats.get("pool_size", 0))
     metrics.POOL_AVAILABLE.set(stats.get("pool_available", 0))
@@ -75,12 +86,22 @@ def create_app(settings: Settings) -> Starlette:
         sweeper = Sweeper(pool, settings.clock, settings.sweeper)
         app.state.ledger = Ledger(pool, settings.clock, settings.writes, settings.sweeper)
         app.state.sweeper = sweeper
+        key_ring = KeyRing(pool) if settings.auth else None
+        try:
+            app.state.authenticator = Authenticator(settings, key_ring)
+            if key_ring is not None:
+                await key_ring.start()
+        except BaseException:
+            await pool.close()
+            raise
         if settings.sweeper_enabled:
             sweeper.start()
         try:
             yield
         finally:
             await sweeper.stop()
+            if key_ring is not None:
+                await key_ring.stop()
             await pool.close()
 
     middleware = [

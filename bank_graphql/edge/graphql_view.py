@@ -6,7 +6,7 @@ from typing import Any
 
 from cross_web import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -19,6 +19,8 @@ from strawberry.types import ExecutionResult
 from bank_graphql.api.codes import ErrorCode
 from bank_graphql.api.context import Context
 from bank_graphql.api.errors import format_error
+from bank_graphql.edge.auth import NOBODY, Authenticator, unauthenticated_response
+from bank_graphql.edge.graphiql_key import with_key_bar
 from bank_graphql.edge.graphql_ws import (
     CONNECTION_INIT_TIMEOUT_S,
     OPERATIONS_PER_CONNECTION_MAX,
@@ -26,10 +28,10 @@ from bank_graphql.edge.graphql_ws import (
     WebSocketAdapter,
 )
 from bank_graphql.edge.http_errors import dump_json, error_response, load_json, record_disconnect
-from bank_graphql.ledger import ANONYMOUS
 
 # The media type of a GraphQL-over-HTTP POST body (parameters such as charset aside).
 _JSON_MEDIA_TYPE = "application/json"
+PRINCIPAL_SCOPE_KEY = "bank_graphql.principal"
 _HTTP_ERROR_CODES = {
     404: ErrorCode.NOT_FOUND,
     405: ErrorCode.METHOD_NOT_ALLOWED,
@@ -50,13 +52,21 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             connection_init_wait_timeout=timedelta(seconds=CONNECTION_INIT_TIMEOUT_S),
             max_subscriptions_per_connection=OPERATIONS_PER_CONNECTION_MAX,
         )
+        self._ide_page: str | None = None
 
     async def get_context(
         self,
         request: Request | WebSocket,
         response: Any,  # noqa: ARG002 - the base signature
     ) -> Context:
-        return Context(ledger=request.app.state.ledger, principal=ANONYMOUS)
+        # A websocket's principal is set when its connection_init is accepted.
+        principal = request.scope.get(PRINCIPAL_SCOPE_KEY, NOBODY)
+        return Context(ledger=request.app.state.ledger, principal=principal)
+
+    async def render_graphql_ide(self, request: Request) -> Response:  # noqa: ARG002
+        if self._ide_page is None:
+            self._ide_page = with_key_bar(self.graphql_ide_html)
+        return HTMLResponse(self._ide_page)
 
     async def process_result(
         self,
@@ -85,6 +95,13 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             await super().__call__(scope, receive, send)
             return
         request = Request(scope, receive=receive)
+        if not self._serves_ide(request):
+            authenticator: Authenticator = request.app.state.authenticator
+            principal = authenticator.principal(request.headers.get("authorization"))
+            if principal is None:
+                await unauthenticated_response(request.method)(scope, receive, send)
+                return
+            scope[PRINCIPAL_SCOPE_KEY] = principal
         try:
             if request.method == "POST":
                 request = _json_body(request)
@@ -95,6 +112,13 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             record_disconnect(request.method)
             return
         await response(scope, receive, send)
+
+    def _serves_ide(self, request: Request) -> bool:
+        """Would Strawberry answer with the GraphiQL page (a GET from a browser, no query)?
+        The page holds no data: it is served without a credential."""
+        return self.graphql_ide is not None and self.should_render_graphql_ide(
+            self.request_adapter_class(request)
+        )
 
 
 def _json_body(request: Request) -> Request:

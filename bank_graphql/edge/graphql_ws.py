@@ -27,6 +27,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     Operation,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import (
+    ConnectionInitMessage,
     Message,
     SubscribeMessage,
 )
@@ -36,6 +37,7 @@ from strawberry.types.execution import PreExecutionError
 from bank_graphql.api.codes import ErrorCode
 from bank_graphql.api.context import Context
 from bank_graphql.api.errors import ApiError, format_error
+from bank_graphql.edge.auth import Authenticator, Credential, authorization_of
 from bank_graphql.edge.http_errors import dump_json, load_json, record_refusal
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,8 @@ log = logging.getLogger(__name__)
 OPERATIONS_PER_CONNECTION_MAX = 10
 CONNECTION_INIT_TIMEOUT_S = 10
 OPERATION_ID_CHARS_MAX = 128
+CREDENTIAL_CHECK_INTERVAL_S = 0.25
+"""How often an open connection's credential is checked again (revocation, expiry)."""
 
 # Close codes of the protocol, as error codes in the request log and the error metric.
 _CLOSE_CODES = {
@@ -147,6 +151,39 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.running: set[asyncio.Task[None]] = set()
+        self.credential: Credential | None = None
+        self._watch: asyncio.Task[None] | None = None
+
+    @property
+    def authenticator(self) -> Authenticator:
+        websocket = cast(WebSocketAdapter, self.websocket).ws
+        authenticator: Authenticator = websocket.app.state.authenticator
+        return authenticator
+
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        """The credential is in the payload's `Authorization`; none valid: close 4403."""
+        if not self.connection_init_received and not self.connection_timed_out:
+            payload = message.get("payload") or {}
+            credential = self.authenticator.credential(authorization_of(payload))
+            if credential is None:
+                self.connection_init_received = True
+                if self.connection_init_timeout_task:
+                    self.connection_init_timeout_task.cancel()
+                await self.websocket.close(code=4403, reason="Forbidden")
+                return
+            self.credential = credential
+            self.context = Context(ledger=self.context.ledger, principal=credential.principal)
+            if credential.token is not None:
+                self._watch = asyncio.create_task(self._watch_credential(credential))
+        await super().handle_connection_init(message)
+
+    async def _watch_credential(self, credential: Credential) -> None:
+        """Close the connection (4403) once its credential is revoked or expires."""
+        while True:
+            await asyncio.sleep(CREDENTIAL_CHECK_INTERVAL_S)
+            if not self.authenticator.still_valid(credential):
+                await self.websocket.close(code=4403, reason="Forbidden")
+                return
 
     async def handle_message(self, message: Message) -> None:
         problem = _protocol_error(message)
@@ -160,6 +197,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def handle_subscribe(self, message: SubscribeMessage) -> None:
         if not self.connection_acknowledged:
             await self.websocket.close(code=4401, reason="Unauthorized")
+            return
+        if self.credential is None or not self.authenticator.still_valid(self.credential):
+            await self.websocket.close(code=4403, reason="Forbidden")
             return
         if message["id"] in self.operations:
             await self.websocket.close(code=4409, reason="an operation with this id is running")
@@ -224,6 +264,10 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             operation.completed = True  # send nothing more; the id is free again
 
     async def shutdown(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._watch
         await super().shutdown()
         for task in list(self.running):
             with suppress(Exception, asyncio.CancelledError):

@@ -1,7 +1,8 @@
 """One structured log line and a set of metrics per GraphQL operation.
 
-Logged: operation name and type, duration, outcome and error codes. Never variables,
-never inputs: they may hold account ids and amounts.
+Logged: the principal (`key:<id>`, `jwt:<subject>` or `anonymous`, never a token),
+operation name and type, duration, outcome and error codes. Never variables, never
+inputs: they may hold account ids and amounts.
 """
 
 import logging
@@ -31,13 +32,20 @@ def _user_error_codes(data: object) -> list[str]:
     return codes
 
 
+def _principal_name(context: object) -> str | None:
+    principal = getattr(context, "principal", None)
+    name = getattr(principal, "name", None)
+    return name if isinstance(name, str) else None
+
+
 class RequestLog(SchemaExtension):
     def on_operation(self) -> Iterator[None]:
         started = time.perf_counter()
+        principal = _principal_name(self.execution_context.context)
         try:
             yield
         except GraphQLError as error:  # the document did not parse (syntax, too many tokens)
-            _record(started, "unknown", None, [error_code(error).value], [])
+            _record(started, principal, "unknown", None, [error_code(error).value], [])
             raise
         # Any other exception (an operation type the HTTP method may not carry) is refused
         # and logged by the HTTP layer.
@@ -50,6 +58,7 @@ class RequestLog(SchemaExtension):
             operation_type = "unknown"
         _record(
             started,
+            principal,
             operation_type,
             context.operation_name,
             [error_code(e).value for e in errors],
@@ -59,6 +68,7 @@ class RequestLog(SchemaExtension):
 
 def _record(
     started: float,
+    principal: str | None,
     operation_type: str,
     operation_name: str | None,
     graphql_codes: list[str],
@@ -71,6 +81,7 @@ def _record(
     for code in graphql_codes + user_codes:
         metrics.ERRORS.labels(code).inc()
     fields: dict[str, Any] = {
+        "principal": principal,
         "operation_name": operation_name,
         "operation_type": operation_type,
         "duration_ms": round(elapsed_s * 1000, 3),

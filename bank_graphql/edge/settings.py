@@ -57,6 +57,36 @@ def _flag(value: str) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def auth_from_env(environ: Mapping[str, str]) -> bool:
+    """`BANK_AUTH=off` (or 0, false, no) turns access control off; anything else leaves it on."""
+    return environ.get("BANK_AUTH", "on").strip().lower() not in {"0", "off", "false", "no"}
+
+
+def read_public_key(path: str) -> str:
+    """The PEM text of the file at `path`; ValueError saying why when it cannot be read."""
+    try:
+        with open(path, encoding="ascii") as pem:
+            return pem.read(65_536)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the JWT public key file {path!r}: {exc}") from exc
+
+
+def jwt_from_env(environ: Mapping[str, str]) -> JwtSettings:
+    """BANK_JWT_SECRET, BANK_JWT_PUBLIC_KEY (a file's path), BANK_JWT_ISSUER,
+    BANK_JWT_AUDIENCE and BANK_JWT_{SUBJECT,ROLE,ACCOUNTS}_CLAIM."""
+    defaults = JwtSettings()
+    key_path = environ.get("BANK_JWT_PUBLIC_KEY")
+    return JwtSettings(
+        secret=environ.get("BANK_JWT_SECRET") or None,
+        public_key_pem=read_public_key(key_path) if key_path else None,
+        issuer=environ.get("BANK_JWT_ISSUER") or None,
+        audience=environ.get("BANK_JWT_AUDIENCE") or None,
+        subject_claim=environ.get("BANK_JWT_SUBJECT_CLAIM") or defaults.subject_claim,
+        role_claim=environ.get("BANK_JWT_ROLE_CLAIM") or defaults.role_claim,
+        accounts_claim=environ.get("BANK_JWT_ACCOUNTS_CLAIM") or defaults.accounts_claim,
+    )
+
+
 def settings_from_env(environ: Mapping[str, str] = os.environ) -> Settings:
     def get(name: str, default: object) -> str:
         return environ.get(name) or str(default)
@@ -104,4 +134,6 @@ def settings_from_env(environ: Mapping[str, str] = os.environ) -> Settings:
         ),
         graphiql=_flag(get("BANK_GRAPHIQL", "1")),
         cors_origins=tuple(o.strip() for o in get("BANK_CORS_ORIGINS", "").split(",") if o.strip()),
+        auth=auth_from_env(environ),
+        jwt=jwt_from_env(environ),
     )

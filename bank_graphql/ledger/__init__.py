@@ -1,6 +1,12 @@
 """The ledger: data access over PostgreSQL. Knows nothing of GraphQL or HTTP."""
 
-from bank_graphql.ledger.domain.access import ANONYMOUS, Operation, Principal, Role
+from bank_graphql.ledger.domain.access import (
+    ANONYMOUS,
+    Operation,
+    Principal,
+    Role,
+    credential_problem,
+)
 from bank_graphql.ledger.domain.clock import ClockMode
 from bank_graphql.ledger.domain.errors import DatabaseBusy, DatabaseUnavailable, LedgerError
 from bank_graphql.ledger.domain.models import (
@@ -18,12 +24,23 @@ from bank_graphql.ledger.domain.refusals import Refusal, RefusalCode
 from bank_graphql.ledger.service import Ledger, WriteLimits
 from bank_graphql.ledger.storage.audit import audit_books
 from bank_graphql.ledger.storage.cashback import Sweeper, SweepLimits
+from bank_graphql.ledger.storage.credentials import (
+    KEY_PREFIX,
+    ApiKey,
+    api_key_problem,
+    count_api_keys,
+    create_api_key,
+    create_first_admin_key,
+    list_api_keys,
+    revoke_api_key,
+)
 from bank_graphql.ledger.storage.database import (
     Conn,
     PoolLimits,
     ensure_database,
     open_pool,
 )
+from bank_graphql.ledger.storage.key_ring import KeyRing
 from bank_graphql.ledger.storage.keyset import PageRequest
 from bank_graphql.ledger.storage.migrations import (
     DatabaseTooNew,
@@ -40,7 +57,9 @@ from bank_graphql.ledger.storage.reads import Snapshot
 
 __all__ = [
     "ANONYMOUS",
+    "KEY_PREFIX",
     "Account",
+    "ApiKey",
     "BatchOutcome",
     "ClockMode",
     "Conn",
@@ -49,6 +68,7 @@ __all__ = [
     "DatabaseUnavailable",
     "Entry",
     "EntryKind",
+    "KeyRing",
     "Ledger",
     "LedgerError",
     "MigrationReport",
@@ -70,12 +90,19 @@ __all__ = [
     "TransferRequest",
     "WriteLimits",
     "WriteOutcome",
+    "api_key_problem",
     "audit_books",
+    "count_api_keys",
+    "create_api_key",
+    "create_first_admin_key",
+    "credential_problem",
     "current_version",
     "ensure_database",
     "latest_version",
+    "list_api_keys",
     "migrate",
     "open_pool",
     "pending",
     "require_current",
+    "revoke_api_key",
 ]

@@ -1,4 +1,5 @@
-"""`bank-graphql serve | migrate | prune-keys`: every flag also reads an environment variable."""
+"""`bank-graphql serve | migrate | prune-keys | keys`: every flag also reads an environment
+variable."""
 
 import argparse
 import asyncio
@@ -26,6 +27,8 @@ from bank_graphql.ledger import (
     open_pool,
     require_current,
 )
+from bank_graphql.ops.access import access_env, add_access_options, show_first_admin_key
+from bank_graphql.ops.keys import add_keys_command, run_keys
 
 # Open files a worker needs besides its client connections: its pool, listening socket,
 # log and the files Python itself holds.
@@ -81,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(_env("BANK_KEY_RETENTION_DAYS", "7")),
         help="retention in days, at least 7 (env BANK_KEY_RETENTION_DAYS, default 7)",
     )
+    add_keys_command(commands)
     return parser
 
 
@@ -130,6 +134,7 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
         "instead of migrating it (env BANK_NO_MIGRATE=1)",
     )
     _add_edge_options(serve)
+    add_access_options(serve)
 
 
 def _add_edge_options(serve: argparse.ArgumentParser) -> None:
@@ -223,6 +228,10 @@ def _bring_schema_up_to_date(database_url: str, *, migrating: bool) -> None:
 def serve(args: argparse.Namespace) -> None:
     embedded = None
     database_url: str | None = args.database_url
+    try:
+        access = access_env(args)
+    except ValueError as exc:
+        _refuse("serve", exc)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if not database_url:
@@ -233,7 +242,10 @@ def serve(args: argparse.Namespace) -> None:
             log.info("starting embedded PostgreSQL, data in %s", embedded.data_dir)
             database_url = embedded.start()
         _bring_schema_up_to_date(database_url, migrating=not args.no_migrate)
+        if not args.no_auth:
+            show_first_admin_key(database_url)
         os.environ.update(
+            access,
             DATABASE_URL=database_url,
             BANK_CLOCK=args.clock,
             BANK_GRAPHIQL="0" if args.no_graphiql else "1",
@@ -254,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging(getattr(args, "log_level", "info"))
     if args.command == "serve":
         serve(args)
+    elif args.command == "keys":
+        run_keys(args)
     else:
         if not args.database_url:
             sys.exit(f"bank-graphql {args.command}: give --database-url or set DATABASE_URL")

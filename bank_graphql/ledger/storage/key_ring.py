@@ -1,0 +1,158 @@
+"""The API keys a server accepts, held in memory so that checking one costs no I/O.
+
+A background task asks the database every `POLL_INTERVAL_S` for a fingerprint of the
+table (its row count and the sum of the rows' revisions, which change with every committed
+change but a last-used time) and reloads the table when it changed: a key issued or revoked
+anywhere is seen by every server process within about a quarter of a second. A lookup that
+misses wakes the task early, so a key issued a moment ago works at once.
+
+Last-used times are kept in memory and written by the same task every
+`LAST_USED_WRITE_INTERVAL_S` in one statement: `last_used_at` is at most that late (and a
+process killed without SIGTERM loses its last few seconds of them).
+"""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from psycopg_pool import AsyncConnectionPool
+
+from bank_graphql.ledger.domain.access import Principal, Role
+from bank_graphql.ledger.storage.credentials import key_hash, key_id_of, key_principal
+from bank_graphql.ledger.storage.database import Conn
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 0.25
+POLL_GAP_MIN_S = 0.05
+"""Misses wake the poller early, but no more often than this (a flood of bad keys costs
+at most one small query per gap)."""
+LAST_USED_WRITE_INTERVAL_S = 5.0
+
+_FINGERPRINT = "SELECT count(*), coalesce(sum(revision), 0) FROM api_keys"
+_LIVE = "SELECT id, role, accounts, hash, expires_at FROM api_keys WHERE revoked_at IS NULL"
+_TOUCH = """
+UPDATE api_keys AS k SET last_used_at = u.used_at
+FROM unnest(%s::text[], %s::timestamptz[]) AS u (id, used_at)
+WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.used_at)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Live:
+    key_id: str
+    principal: Principal
+    expires_at: float | None
+    """Seconds since the epoch; None: never."""
+
+
+class KeyRing:
+    """Every unrevoked API key, by hash. `start()` loads them and starts the poller."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool[Conn],
+        *,
+        poll_interval_s: float = POLL_INTERVAL_S,
+        last_used_write_interval_s: float = LAST_USED_WRITE_INTERVAL_S,
+    ) -> None:
+        self._pool = pool
+        self._poll_interval_s = poll_interval_s
+        self._write_interval_s = last_used_write_interval_s
+        self._keys: dict[bytes, _Live] = {}
+        self._fingerprint: tuple[int, int] | None = None
+        self._used: dict[str, float] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    def lookup(self, token: str, *, touch: bool = True) -> Principal | None:
+        """The principal of a valid key, else None (not a key, unknown, revoked, expired).
+        No I/O; `touch` records the use for `last_used_at`."""
+        if key_id_of(token) is None:
+            return None
+        live = self._keys.get(key_hash(token))
+        if live is None:
+            self._wake.set()  # perhaps issued since the last reload
+            return None
+        now = time.time()
+        if live.expires_at is not None and live.expires_at <= now:
+            return None
+        if touch:
+            self._used[live.key_id] = now
+        return live.principal
+
+    async def start(self) -> None:
+        await self.poll()
+        self._task = asyncio.create_task(self._run(), name="key-ring")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        try:
+            await self.write_last_used()
+        except Exception as exc:
+            log.warning("could not write the keys' last-used times: %s", exc)
+
+    async def poll(self) -> bool:
+        """Reload the keys when the table changed; True when it did."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(_FINGERPRINT)
+            row = await cursor.fetchone()
+            assert row is not None
+            fingerprint = (int(row[0]), int(row[1]))
+            if fingerprint == self._fingerprint:
+                return False
+            cursor = await conn.execute(_LIVE)
+            rows = await cursor.fetchall()
+        keys = {}
+        for key_id, role, accounts, digest, expires_at in rows:
+            expiry = None if expires_at is None else expires_at.timestamp()
+            keys[bytes(digest)] = _Live(key_id, key_principal(key_id, Role(role), accounts), expiry)
+        self._keys = keys
+        self._fingerprint = fingerprint
+        return True
+
+    async def write_last_used(self) -> None:
+        """Write the last-used times gathered since the last write, in one statement."""
+        used, self._used = self._used, {}
+        if not used:
+            return
+        ids = list(used)
+        times = [datetime.fromtimestamp(used[i], UTC) for i in ids]
+        try:
+            async with self._pool.connection() as conn:
+                await conn.execute(_TOUCH, (ids, times))
+        except BaseException:
+            for key_id, at in used.items():  # kept for the next write
+                self._used[key_id] = max(at, self._used.get(key_id, at))
+            raise
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_write = loop.time() + self._write_interval_s
+        while True:
+            self._wake.clear()
+            try:
+                await self.poll()
+                if loop.time() >= next_write:
+                    next_write = loop.time() + self._write_interval_s
+                    await self.write_last_used()
+                if self._failing:
+                    log.info("API keys are read from the database again")
+                self._failing = False
+            except Exception as exc:
+                # The keys loaded last stay in force; the next poll tries again.
+                if not self._failing:
+                    log.warning("cannot read the API keys, will retry: %s", exc)
+                self._failing = True
+            await asyncio.sleep(POLL_GAP_MIN_S)
+            try:
+                async with asyncio.timeout(self._poll_interval_s - POLL_GAP_MIN_S):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass

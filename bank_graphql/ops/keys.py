@@ -1,0 +1,210 @@
+"""`bank-graphql keys create | list | revoke`: API keys, on a database URL or on the
+embedded data folder `serve` uses (beside a running server, without stopping it)."""
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import NoReturn
+
+from bank_graphql.ledger import (
+    ApiKey,
+    PoolLimits,
+    Role,
+    SchemaVersionError,
+    api_key_problem,
+    create_api_key,
+    list_api_keys,
+    migrate,
+    open_pool,
+    require_current,
+    revoke_api_key,
+)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad input: one line on stderr and exit status 2 (argparse alone adds the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        _one_line_error(self, message)
+
+
+def _one_line_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
+    refuse(parser.prog, message)
+
+
+def refuse(command: str, reason: object, *, status: int = 2) -> NoReturn:
+    if not command.startswith("bank-graphql"):
+        command = f"bank-graphql {command}"
+    sys.stderr.write(f"{command}: {reason}\n")
+    sys.exit(status)
+
+
+def add_keys_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    keys = commands.add_parser("keys", help="issue, list and revoke API keys")
+    keys.error = partial(_one_line_error, keys)  # type: ignore[method-assign]
+    actions = keys.add_subparsers(dest="keys_command", required=True, parser_class=_OneLineParser)
+    create = actions.add_parser("create", help="issue a key and print it once, on the last line")
+    create.add_argument(
+        "--role", required=True, help="ADMIN, OPERATOR, CUSTOMER or READER (any case)"
+    )
+    create.add_argument(
+        "--accounts",
+        metavar="ID,ID...",
+        help="limit the key to these accounts (a CUSTOMER key must be limited)",
+    )
+    create.add_argument("--name", default="", help="what the key is for, shown by `keys list`")
+    create.add_argument(
+        "--expires-in-days", type=int, metavar="N", help="expire after N days (default never)"
+    )
+    actions.add_parser("list", help="show every key (never the key itself)")
+    revoke = actions.add_parser("revoke", help="revoke a key; servers refuse it within a second")
+    revoke.add_argument("id", help="the key's id, as `keys list` shows it")
+    for action in actions.choices.values():
+        _add_database_options(action)
+
+
+def _add_database_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        metavar="URL",
+        help="PostgreSQL URL (env DATABASE_URL); without one, the embedded PostgreSQL of "
+        "--data-dir (started if it is not running)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("BANK_DATA_DIR") or ".bank-graphql-data"),
+        help="folder of the embedded PostgreSQL (env BANK_DATA_DIR, default ./.bank-graphql-data)",
+    )
+
+
+@contextmanager
+def _database(args: argparse.Namespace) -> Iterator[str]:
+    """The database's URL: the one given (its schema must be current), or the embedded one
+    (migrated as `serve` would), stopped after only when this command started it."""
+    command = f"keys {args.keys_command}"
+    if args.database_url:
+        try:
+            require_current(args.database_url)
+        except SchemaVersionError as exc:
+            refuse(command, exc)
+        yield args.database_url
+        return
+    from bank_graphql.ops.embedded import EmbeddedPostgres
+
+    embedded = EmbeddedPostgres(args.data_dir)
+    try:
+        url = embedded.start()
+        try:
+            migrate(url)
+        except SchemaVersionError as exc:
+            refuse(command, exc)
+        yield url
+    finally:
+        embedded.stop()
+
+
+def run_keys(args: argparse.Namespace) -> None:
+    if args.keys_command == "create":
+        role, accounts = _create_input(args)
+        with _database(args) as url:
+            key, secret = asyncio.run(_create(url, role, accounts, args))
+        scope = "all accounts" if key.accounts is None else ",".join(key.accounts)
+        expiry = _when(key.expires_at, "never")
+        sys.stdout.write(
+            f"created key {key.id} ({key.role.value}, scope: {scope}, expires: {expiry})\n"
+            f"{secret}\n"
+        )
+    elif args.keys_command == "list":
+        with _database(args) as url:
+            keys = asyncio.run(_list(url))
+        sys.stdout.write(_table(keys))
+    else:
+        with _database(args) as url:
+            found = asyncio.run(_revoke(url, args.id))
+        if not found:
+            refuse("keys revoke", f"no key has the id {args.id!r}", status=1)
+        sys.stdout.write(f"revoked key {args.id}\n")
+
+
+def _create_input(args: argparse.Namespace) -> tuple[Role, list[str] | None]:
+    role_name = args.role.strip().upper()
+    if role_name not in Role.__members__:
+        refuse("keys create", f"unknown role {args.role!r} (ADMIN, OPERATOR, CUSTOMER, READER)")
+    accounts = None
+    if args.accounts is not None:
+        accounts = [a.strip() for a in args.accounts.split(",") if a.strip()]
+    problem = api_key_problem(Role(role_name), accounts, args.name, args.expires_in_days)
+    if problem is not None:
+        refuse("keys create", problem)
+    return Role(role_name), accounts
+
+
+async def _create(
+    url: str, role: Role, accounts: list[str] | None, args: argparse.Namespace
+) -> tuple[ApiKey, str]:
+    pool = await open_pool(url, PoolLimits(min_size=1, max_size=1))
+    try:
+        async with pool.connection() as conn:
+            return await create_api_key(
+                conn,
+                role,
+                accounts=accounts,
+                name=args.name,
+                expires_in_days=args.expires_in_days,
+            )
+    except ValueError as exc:
+        refuse("keys create", exc)
+    finally:
+        await pool.close()
+
+
+async def _list(url: str) -> list[ApiKey]:
+    pool = await open_pool(url, PoolLimits(min_size=1, max_size=1))
+    try:
+        async with pool.connection() as conn:
+            return await list_api_keys(conn)
+    finally:
+        await pool.close()
+
+
+async def _revoke(url: str, key_id: str) -> bool:
+    pool = await open_pool(url, PoolLimits(min_size=1, max_size=1))
+    try:
+        async with pool.connection() as conn:
+            return await revoke_api_key(conn, key_id)
+    finally:
+        await pool.close()
+
+
+def _when(at: datetime | None, absent: str = "-") -> str:
+    return absent if at is None else at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+_HEADINGS = ("ID", "NAME", "ROLE", "SCOPE", "CREATED", "LAST USED", "EXPIRES", "REVOKED")
+
+
+def _table(keys: list[ApiKey]) -> str:
+    rows = [_HEADINGS] + [
+        (
+            k.id,
+            k.name or "-",
+            k.role.value,
+            "all" if k.accounts is None else ",".join(k.accounts),
+            _when(k.created_at),
+            _when(k.last_used_at),
+            _when(k.expires_at, "never"),
+            _when(k.revoked_at),
+        )
+        for k in keys
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(_HEADINGS))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "".join(line.rstrip() + "\n" for line in lines)
