@@ -29,7 +29,10 @@ def supports_auth(cli: Path) -> bool:
 
 
 def create_admin_key(cli: Path, database_url: str) -> str:
-    """A new ADMIN key for the database (the CLI prints it alone on its last line)."""
+    """A new ADMIN key for the database, migrated first (the CLI prints the key alone on its
+    last line)."""
+    migrate = [str(cli), "migrate", "--database-url", database_url]
+    subprocess.run(migrate, capture_output=True, timeout=120, check=True)
     command = ["keys", "create", "--role", "ADMIN", "--name", "bench"]
     done = subprocess.run(
         [str(cli), *command, "--database-url", database_url],

@@ -68,12 +68,16 @@ def _rows(url: str, query: str) -> list[tuple[Any, ...]]:
 
 
 class Api:
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, key: str | None = None) -> None:
         self.base = base
+        self.headers = {} if key is None else {"Authorization": f"Bearer {key}"}
 
     def post(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
         response = httpx.post(
-            f"{self.base}/graphql", json={"query": query, "variables": variables}, timeout=30
+            f"{self.base}/graphql",
+            json={"query": query, "variables": variables},
+            headers=self.headers,
+            timeout=30,
         )
         body: dict[str, Any] = response.json()
         return body
@@ -179,6 +183,37 @@ def test_serve_upgrades_a_first_release_ledger_in_place(serve: Serve, v1_databas
     moved = api.ok(TRANSFER, {"from": "alice", "to": "bob", "amount": 10})["transfer"]
     assert moved == {"balance": 88_691, "errors": []}
     assert asyncio.run(_audit(url)) == []
+
+
+ACTORS = """query($id: ID!) {
+  viewer { principal role }
+  account(id: $id) { transactions(first: 100) { nodes { kind actor } } }
+}"""
+DEPOSIT = """mutation($id: ID!) {
+  deposit(input: {accountId: $id, amount: 5}) { entry { actor } errors { code } }
+}"""
+
+
+def test_a_first_release_ledger_gains_access_control(serve: Serve, v1_database_url: str) -> None:
+    old_entries = _rows(v1_database_url, "SELECT count(*) FROM entries")[0][0]
+    server = serve("--database-url", v1_database_url, "--clock", "client", auth=True)
+
+    assert httpx.post(f"{server.base}/graphql", json={"query": TOP_SPENDERS}).status_code == 401
+    api = Api(server.base, server.admin_key)
+    data = api.ok(ACTORS, {"id": "alice"})
+    principal = data["viewer"]["principal"]
+    assert principal.startswith("key:"), data["viewer"]
+    assert data["viewer"]["role"] == "ADMIN"
+    old = data["account"]["transactions"]["nodes"]
+    assert old, "alice has entries from the first release"
+    assert {entry["actor"] for entry in old} == {None}, "entries from before keep a null actor"
+
+    written = api.ok(DEPOSIT, {"id": "alice"})["deposit"]
+    assert written == {"entry": {"actor": principal}, "errors": []}
+    assert _rows(v1_database_url, "SELECT count(*) FROM entries WHERE actor IS NULL") == [
+        (old_entries,)
+    ]
+    assert asyncio.run(_audit(v1_database_url)) == []
 
 
 def test_stored_outcomes_hold_no_outgoing_past_the_ceiling(v1_database_url: str) -> None:
