@@ -15,9 +15,9 @@ from graphql import (
     FragmentSpreadNode,
     GraphQLError,
     InlineFragmentNode,
+    OperationDefinitionNode,
     OperationType,
     SelectionSetNode,
-    get_operation_ast,
 )
 from strawberry.extensions import SchemaExtension
 
@@ -77,18 +77,23 @@ def _root_fields(
                 yield from _root_fields(fragment.selection_set, fragments, spread)
 
 
-def operations_of(document: DocumentNode, operation_name: str | None) -> set[Operation]:
-    """What running `operation_name` of `document` would do, as operations of the table."""
-    operation = get_operation_ast(document, operation_name)
-    if operation is None:
-        return set()
-    if operation.operation is not OperationType.MUTATION:
-        return {Operation.READ}
+def operations_of(document: DocumentNode) -> set[Operation]:
+    """What the operations of `document` would do, as operations of the table: all of them,
+    not only the one a request names (ACCESS.md: a request *holding* a forbidden operation
+    is refused whole)."""
     fragments = {
         d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)
     }
-    names = _root_fields(operation.selection_set, fragments, set())
-    return {_MUTATIONS[name] for name in names if name in _MUTATIONS}
+    found: set[Operation] = set()
+    for operation in document.definitions:
+        if not isinstance(operation, OperationDefinitionNode):
+            continue
+        if operation.operation is not OperationType.MUTATION:
+            found.add(Operation.READ)
+            continue
+        names = _root_fields(operation.selection_set, fragments, set())
+        found.update(_MUTATIONS[name] for name in names if name in _MUTATIONS)
+    return found
 
 
 class AccessCheck(SchemaExtension):
@@ -102,11 +107,7 @@ class AccessCheck(SchemaExtension):
         if not context.pre_execution_errors and document is not None:
             assert isinstance(request, Context)
             principal = request.principal
-            refused = sorted(
-                op
-                for op in operations_of(document, context.operation_name)
-                if not principal.may(op)
-            )
+            refused = sorted(op for op in operations_of(document) if not principal.may(op))
             if refused:
                 message = (
                     f"this credential ({principal.role.value}"

@@ -6,11 +6,12 @@ IDEMPOTENCY_KEY_REUSED when its input differs); only first uses reach the databa
 """
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from bank_graphql.ledger.domain import checks
 from bank_graphql.ledger.domain.keys import KeyedRequest, keyed_request, reuse_refusal
 from bank_graphql.ledger.domain.models import BatchOutcome, TransferRequest, WriteOutcome
+from bank_graphql.ledger.domain.outcomes import worded
 from bank_graphql.ledger.domain.refusals import Refusal, RefusalCode
 
 
@@ -55,6 +56,7 @@ class Batch:
         """`sees`: whether an account exists for the credential (a transfer out of one
         that does not is refused as out of an account never created)."""
         self.requests = list(requests)
+        self.sees = sees
         self.input_refusals = [
             transfer_refusals(r) or checks.scope_refusals(sees, (r.source_id, "sourceAccountId"))
             for r in self.requests
@@ -118,7 +120,7 @@ class Batch:
                 if key.fingerprint != first_key.fingerprint:
                     result = WriteOutcome(refusals=(reuse_refusal(key),))
             assert result is not None, "every item has an outcome"
-            final.append(result)
+            final.append(self._as_seen(index, result))
         return BatchOutcome(results=tuple(final))
 
     def aborted(self, index: int, refusals: tuple[Refusal, ...]) -> BatchOutcome:
@@ -132,7 +134,24 @@ class Batch:
         )
         return BatchOutcome(
             results=tuple(
-                WriteOutcome(refusals=refusals) if i == index else not_applied
+                self._as_seen(i, WriteOutcome(refusals=refusals)) if i == index else not_applied
                 for i in range(len(self.requests))
             )
+        )
+
+    def _as_seen(self, index: int, outcome: WriteOutcome) -> WriteOutcome:
+        """The item's outcome as its caller may see it: a timestamp refusal does not tell
+        the newest entry time of a target outside the caller's scope."""
+        request = self.requests[index]
+        if self.sees(request.target_id):
+            return outcome
+        hidden = worded(
+            RefusalCode.TIMESTAMP_OUT_OF_ORDER, "timestamp", requested=request.timestamp
+        )
+        return replace(
+            outcome,
+            refusals=tuple(
+                hidden if r.code is RefusalCode.TIMESTAMP_OUT_OF_ORDER else r
+                for r in outcome.refusals
+            ),
         )

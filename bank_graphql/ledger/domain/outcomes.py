@@ -28,6 +28,15 @@ def _overflow_message(args: dict[str, Any]) -> str:
     return f"account {args['account']!r} would hold more than {MAX_MONEY} minor units{pending}"
 
 
+def _out_of_order_message(args: dict[str, Any]) -> str:
+    # Without `newest` when an account the caller may not see set it.
+    newest = "" if args.get("newest") is None else f" ({args['newest']})"
+    return (
+        f"timestamp {args['requested']} is earlier than the newest entry{newest} of an "
+        "account this mutation touches"
+    )
+
+
 _MESSAGES: dict[RefusalCode, Callable[[dict[str, Any]], str]] = {
     RefusalCode.ACCOUNT_NOT_FOUND: lambda a: f"account {a['id']!r} does not exist",
     RefusalCode.ACCOUNT_ALREADY_EXISTS: lambda a: (
@@ -38,10 +47,7 @@ _MESSAGES: dict[RefusalCode, Callable[[dict[str, Any]], str]] = {
     ),
     RefusalCode.BALANCE_OVERFLOW: _overflow_message,
     RefusalCode.INVALID_TIMESTAMP: _timestamp_message,
-    RefusalCode.TIMESTAMP_OUT_OF_ORDER: lambda a: (
-        f"timestamp {a['requested']} is earlier than the newest entry ({a['newest']}) of an "
-        "account this mutation touches"
-    ),
+    RefusalCode.TIMESTAMP_OUT_OF_ORDER: _out_of_order_message,
     RefusalCode.IDEMPOTENCY_KEY_REUSED: lambda a: (
         f"idempotency key {a['key']!r} was already used for another request"
     ),
