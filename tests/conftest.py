@@ -17,7 +17,14 @@ from psycopg import sql
 
 from bank_graphql.edge.app import create_app
 from bank_graphql.edge.settings import Settings
-from bank_graphql.ledger import ClockMode, Role, audit_books, create_api_key, migrate
+from bank_graphql.ledger import (
+    ClockMode,
+    KeyRingLimits,
+    Role,
+    audit_books,
+    create_api_key,
+    migrate,
+)
 from tests.servers import Serve, Server, launch
 
 TEMPLATE = f"bank_template_{os.getpid()}"
@@ -124,18 +131,33 @@ async def issue_key(
     return key
 
 
+QUIET_KEY_RING = KeyRingLimits(poll_interval_s=3600, last_used_write_interval_s=3600)
+
+
+async def admin_headers(database_url: str) -> dict[str, str]:
+    """The header of a new ADMIN key, for tests that build the app themselves."""
+    return {"Authorization": f"Bearer {await issue_key(database_url)}"}
+
+
 @pytest.fixture
 async def make_client(database_url: str) -> AsyncIterator[MakeClient]:
     """Start the app (its lifespan, pool and all) with the given settings; stop it after.
     Access control is on: the client sends an ADMIN key made for it (`key=` another one,
-    `key=None` none)."""
+    `key=None` none). Like the sweeper, the key ring's background work is slowed to a
+    crawl (keys are read at start, and again when an unknown key is seen): tests counting
+    round trips see only their own; `key_ring=KeyRingLimits()` restores it."""
     stacks: list[Any] = []
     admin_key = await issue_key(database_url)
 
     async def make(
         clock: ClockMode = ClockMode.CLIENT, key: str | None = admin_key, **overrides: Any
     ) -> GraphQLClient:
-        settings = Settings(database_url=database_url, clock=clock, sweeper_enabled=False)
+        settings = Settings(
+            database_url=database_url,
+            clock=clock,
+            sweeper_enabled=False,
+            key_ring=QUIET_KEY_RING,
+        )
         for name, value in overrides.items():
             settings = _replace(settings, name, value)
         app = create_app(settings)

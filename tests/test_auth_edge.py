@@ -26,10 +26,12 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from bank_graphql.edge.settings import JwtSettings
-from bank_graphql.ledger import Role, list_api_keys
+from bank_graphql.ledger import KeyRingLimits, Role, list_api_keys
 from tests.conftest import GraphQLClient, MakeClient, issue_key
 from tests.servers import BIN, Serve, Server
 
+LIVE = KeyRingLimits()
+"""The key ring as servers run it (make_client's is quiet unless a key is unknown)."""
 SECRET = "a-test-secret-long-enough-for-hs256-and-for-hs512-too-0123456789"
 TYPENAME = {"query": "{ __typename }"}
 CREATE = {"query": 'mutation { createAccount(input: {id: "nope"}) { errors { code } } }'}
@@ -61,7 +63,7 @@ async def post(client: GraphQLClient, token: str | None, body: dict[str, Any]) -
 async def test_every_bad_credential_gets_the_same_401_and_nothing_runs(
     make_client: MakeClient, database_url: str, db: psycopg.AsyncConnection[Any]
 ) -> None:
-    client = await make_client(key=None)
+    client = await make_client(key=None, key_ring=LIVE)
     admin = await make_client()
     revoked = await issue_key(database_url, Role.OPERATOR)
     expired = await issue_key(database_url, Role.OPERATOR, expires_in_days=1)
@@ -116,7 +118,7 @@ async def test_the_bearer_scheme_is_read_in_any_case(make_client: MakeClient) ->
 async def test_a_key_issued_while_the_server_runs_works_within_a_second(
     make_client: MakeClient, database_url: str
 ) -> None:
-    client = await make_client(key=None)
+    client = await make_client(key=None)  # its key ring is woken by the unknown key
     key = await issue_key(database_url, Role.READER)
     deadline = time.monotonic() + 1.0
     while (response := await post(client, key, TYPENAME)).status_code != 200:
@@ -128,7 +130,7 @@ async def test_a_key_issued_while_the_server_runs_works_within_a_second(
 async def test_last_use_is_written_by_the_server_within_seconds(
     make_client: MakeClient, database_url: str, db: psycopg.AsyncConnection[Any]
 ) -> None:
-    client = await make_client(key=None)
+    client = await make_client(key=None, key_ring=LIVE)
     key = await issue_key(database_url, Role.READER)
     await asyncio.sleep(0.5)
     before = time.time()
@@ -147,7 +149,7 @@ async def test_the_request_log_names_the_principal_never_the_key(
     make_client: MakeClient, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    client = await make_client(key=None)
+    client = await make_client(key=None, key_ring=LIVE)
     key = await issue_key(database_url, Role.OPERATOR)
     key_id = key.split("_")[1]
     await asyncio.sleep(0.5)
@@ -170,7 +172,7 @@ async def test_the_request_log_names_the_principal_never_the_key(
 async def test_metrics_by_role(
     make_client: MakeClient, database_url: str, role: Role, status: int
 ) -> None:
-    client = await make_client(key=None)
+    client = await make_client(key=None, key_ring=LIVE)
     assert_unauthenticated(await client.http.get("/metrics"))
     key = await issue_key(database_url, role, ["acc1"] if role is Role.CUSTOMER else None)
     await asyncio.sleep(0.5)

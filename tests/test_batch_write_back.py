@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from bank_graphql.edge.app import create_app
 from bank_graphql.edge.settings import Settings
 from bank_graphql.ledger import ClockMode, SweepLimits, audit_books
-from tests.conftest import GraphQLClient, MakeClient, cloned_database
+from tests.conftest import GraphQLClient, MakeClient, admin_headers, cloned_database
 from tests.db_helpers import cashback_left_behind, table_rows
 from tests.operations import (
     BATCH,
@@ -56,9 +56,12 @@ async def client_on(url: str, **overrides: Any) -> AsyncIterator[GraphQLClient]:
             Settings(database_url=url, clock=ClockMode.CLIENT, sweeper_enabled=False), **overrides
         )
     )
+    headers = await admin_headers(url)
     async with (
         app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://test", headers=headers
+        ) as http,
     ):
         yield GraphQLClient(http)
 

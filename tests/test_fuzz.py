@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from bank_graphql.edge.app import create_app
 from bank_graphql.edge.settings import Settings
 from bank_graphql.ledger import ClockMode, audit_books
+from tests.conftest import admin_headers
 
 T = TypeVar("T")
 
@@ -77,7 +78,10 @@ class Server:
         )
         self.lifespan = self.app.router.lifespan_context(self.app)
         self.http = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=self.app), base_url="http://test", timeout=30
+            transport=httpx.ASGITransport(app=self.app),
+            base_url="http://test",
+            timeout=30,
+            headers=self.runner.run(admin_headers(database_url)),
         )
 
     def run(self, coroutine: Awaitable[T]) -> T:

@@ -25,6 +25,7 @@ import bank_graphql.ledger.storage.clock as clock_module
 from bank_graphql.edge.app import create_app
 from bank_graphql.edge.settings import Settings
 from bank_graphql.ledger import ClockMode, audit_books
+from tests.conftest import admin_headers
 from tests.db_helpers import cashback_left_behind
 from tests.operations import BATCH, CREATE, DAY_MS, DEPOSIT, MAX_MONEY, MERGE
 
@@ -109,7 +110,10 @@ class Ledger:
         app = create_app(Settings(database_url=database_url, clock=clock, sweeper_enabled=False))
         self.lifespan = app.router.lifespan_context(app)
         self.http = httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://test", timeout=30
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://test",
+            timeout=30,
+            headers=self.runner.run(admin_headers(database_url)),
         )
         self.run(self.lifespan.__aenter__())
         self.db = self.run(psycopg.AsyncConnection.connect(database_url, autocommit=True))

@@ -16,7 +16,7 @@ from bank_graphql.api.schema import BankSchema
 from bank_graphql.edge.app import create_app
 from bank_graphql.edge.settings import Settings
 from bank_graphql.ledger import ClockMode
-from tests.conftest import GraphQLClient, MakeClient
+from tests.conftest import GraphQLClient, MakeClient, admin_headers
 from tests.servers import Serve
 
 # --- media type of the body --------------------------------------------------------------
@@ -110,9 +110,12 @@ async def app_schema(database_url: str) -> AsyncIterator[tuple[httpx.AsyncClient
     endpoint = next(r.endpoint for r in app.routes if getattr(r, "path", "") == "/graphql")
     schema = endpoint.schema  # type: ignore[attr-defined]
     assert isinstance(schema, BankSchema)
+    headers = await admin_headers(database_url)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://test", headers=headers
+        ) as http:
             yield http, schema
 
 

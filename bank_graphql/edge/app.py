@@ -86,7 +86,7 @@ def create_app(settings: Settings) -> Starlette:
         sweeper = Sweeper(pool, settings.clock, settings.sweeper)
         app.state.ledger = Ledger(pool, settings.clock, settings.writes, settings.sweeper)
         app.state.sweeper = sweeper
-        key_ring = KeyRing(pool) if settings.auth else None
+        key_ring = KeyRing(pool, settings.key_ring) if settings.auth else None
         try:
             app.state.authenticator = Authenticator(settings, key_ring)
             if key_ring is not None:

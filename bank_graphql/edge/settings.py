@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from bank_graphql.api.limits import QueryLimits
 from bank_graphql.edge.http_limits import HttpLimits
-from bank_graphql.ledger import ClockMode, PoolLimits, SweepLimits, WriteLimits
+from bank_graphql.ledger import ClockMode, KeyRingLimits, PoolLimits, SweepLimits, WriteLimits
 
 BODY_BYTES_MAX_DEFAULT = 1_048_576
 
@@ -51,6 +51,7 @@ class Settings:
     auth: bool = True
     """Access control; off, every request is ADMIN as `anonymous`."""
     jwt: JwtSettings = field(default_factory=JwtSettings)
+    key_ring: KeyRingLimits = field(default_factory=KeyRingLimits)
 
 
 def _flag(value: str) -> bool:

@@ -40,7 +40,7 @@ from bank_graphql.ledger.storage.database import (
     ensure_database,
     open_pool,
 )
-from bank_graphql.ledger.storage.key_ring import KeyRing
+from bank_graphql.ledger.storage.key_ring import KeyRing, KeyRingLimits
 from bank_graphql.ledger.storage.keyset import PageRequest
 from bank_graphql.ledger.storage.migrations import (
     DatabaseTooNew,
@@ -69,6 +69,7 @@ __all__ = [
     "Entry",
     "EntryKind",
     "KeyRing",
+    "KeyRingLimits",
     "Ledger",
     "LedgerError",
     "MigrationReport",

@@ -27,7 +27,7 @@ def add_access_options(serve: argparse.ArgumentParser) -> None:
         "loopback --host (env BANK_AUTH=off)",
     )
     options = [
-        ("--jwt-secret", "SECRET", "HS256 secret of JWTs, at least 32 bytes", ""),
+        ("--jwt-secret", "SECRET", "HS256 secret of JWTs, 32 bytes or more; prefer the env", ""),
         ("--jwt-public-key", "FILE", "PEM public key of JWTs (RS256, ES256 or EdDSA)", ""),
         ("--jwt-issuer", "ISS", "the `iss` JWTs must carry", ""),
         ("--jwt-audience", "AUD", "the `aud` JWTs must carry", ""),

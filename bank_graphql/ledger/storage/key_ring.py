@@ -1,14 +1,14 @@
 """The API keys a server accepts, held in memory so that checking one costs no I/O.
 
-A background task asks the database every `POLL_INTERVAL_S` for a fingerprint of the
-table (its row count and the sum of the rows' revisions, which change with every committed
-change but a last-used time) and reloads the table when it changed: a key issued or revoked
-anywhere is seen by every server process within about a quarter of a second. A lookup that
-misses wakes the task early, so a key issued a moment ago works at once.
+A background task asks the database every `KeyRingLimits.poll_interval_s` (a quarter of a
+second) for a fingerprint of the table (its row count and the sum of the rows' revisions,
+which change with every committed change but a last-used time) and reloads the table when
+it changed: a key issued or revoked anywhere is seen by every server process within that
+time. A lookup that misses wakes the task early, so a key issued a moment ago works at once.
 
 Last-used times are kept in memory and written by the same task every
-`LAST_USED_WRITE_INTERVAL_S` in one statement: `last_used_at` is at most that late (and a
-process killed without SIGTERM loses its last few seconds of them).
+`KeyRingLimits.last_used_write_interval_s` (5 s) in one statement: `last_used_at` is at
+most that late (and a process killed without SIGTERM loses its last few seconds of them).
 """
 
 import asyncio
@@ -25,11 +25,9 @@ from bank_graphql.ledger.storage.database import Conn
 
 log = logging.getLogger(__name__)
 
-POLL_INTERVAL_S = 0.25
 POLL_GAP_MIN_S = 0.05
 """Misses wake the poller early, but no more often than this (a flood of bad keys costs
 at most one small query per gap)."""
-LAST_USED_WRITE_INTERVAL_S = 5.0
 
 _FINGERPRINT = "SELECT count(*), coalesce(sum(revision), 0) FROM api_keys"
 _LIVE = "SELECT id, role, accounts, hash, expires_at FROM api_keys WHERE revoked_at IS NULL"
@@ -38,6 +36,14 @@ UPDATE api_keys AS k SET last_used_at = u.used_at
 FROM unnest(%s::text[], %s::timestamptz[]) AS u (id, used_at)
 WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.used_at)
 """
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRingLimits:
+    poll_interval_s: float = 0.25
+    """Revocation reaches every server process within this (plus one small query)."""
+    last_used_write_interval_s: float = 5.0
+    """How late `last_used_at` may be."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,13 +60,12 @@ class KeyRing:
     def __init__(
         self,
         pool: AsyncConnectionPool[Conn],
-        *,
-        poll_interval_s: float = POLL_INTERVAL_S,
-        last_used_write_interval_s: float = LAST_USED_WRITE_INTERVAL_S,
+        limits: KeyRingLimits | None = None,
     ) -> None:
+        limits = limits or KeyRingLimits()
         self._pool = pool
-        self._poll_interval_s = poll_interval_s
-        self._write_interval_s = last_used_write_interval_s
+        self._poll_interval_s = max(limits.poll_interval_s, POLL_GAP_MIN_S)
+        self._write_interval_s = limits.last_used_write_interval_s
         self._keys: dict[bytes, _Live] = {}
         self._fingerprint: tuple[int, int] | None = None
         self._used: dict[str, float] = {}
