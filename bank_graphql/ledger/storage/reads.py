@@ -87,23 +87,20 @@ def _payment(row: tuple[Any, ...]) -> Payment:
     return Payment(*row)
 
 
-_ACCOUNT_PAGES: Keyset[Account] = Keyset(
-    columns="id, created_at, least(outgoing, money_max())",
-    source="accounts",
-    scope="merged_into IS NULL",
-    key_columns=["id"],
-    key_types=["text"],
-    to_row=_account,
-)
+def _account_pages(scope: str) -> Keyset[Account]:
+    return Keyset(
+        columns="id, created_at, least(outgoing, money_max())",
+        source="accounts",
+        scope=scope,
+        key_columns=["id"],
+        key_types=["text"],
+        to_row=_account,
+    )
 
-_SCOPED_ACCOUNT_PAGES: Keyset[Account] = Keyset(
-    columns="id, created_at, least(outgoing, money_max())",
-    source="accounts",
-    scope="id = ANY(%(scope)s) AND survivor_id = id",
-    key_columns=["id"],
-    key_types=["text"],
-    to_row=_account,
-)
+
+_ACCOUNT_PAGES = _account_pages("merged_into IS NULL")
+# A credential's scope is a short list: its accounts are found by id.
+_SCOPED_ACCOUNT_PAGES = _account_pages("id = ANY(%(scope)s) AND survivor_id = id")
 
 _ENTRY_PAGES: Keyset[Entry] = Keyset(
     columns="id, account_id, ts, kind::text, amount, balance_after, counterparty_id, payment_id, "
