@@ -38,6 +38,7 @@ from bank_graphql.ledger.storage.database import (
     Conn,
     PoolLimits,
     ensure_database,
+    one_connection,
     open_pool,
 )
 from bank_graphql.ledger.storage.key_ring import KeyRing, KeyRingLimits
@@ -102,6 +103,7 @@ __all__ = [
     "latest_version",
     "list_api_keys",
     "migrate",
+    "one_connection",
     "open_pool",
     "pending",
     "require_current",

@@ -9,7 +9,7 @@ import sys
 
 from bank_graphql.edge.jwt_tokens import JwtVerifier
 from bank_graphql.edge.settings import JwtSettings, auth_from_env, jwt_from_env
-from bank_graphql.ledger import PoolLimits, create_first_admin_key, open_pool
+from bank_graphql.ledger import create_first_admin_key, one_connection
 
 _DEFAULTS = JwtSettings()
 
@@ -80,12 +80,8 @@ def access_env(args: argparse.Namespace) -> dict[str, str]:
 
 
 async def _first_admin_key(database_url: str) -> str | None:
-    pool = await open_pool(database_url, PoolLimits(min_size=1, max_size=1))
-    try:
-        async with pool.connection() as conn:
-            return await create_first_admin_key(conn)
-    finally:
-        await pool.close()
+    async with one_connection(database_url) as conn:
+        return await create_first_admin_key(conn)
 
 
 def show_first_admin_key(database_url: str) -> None:

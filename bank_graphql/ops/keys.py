@@ -14,14 +14,13 @@ from typing import NoReturn
 
 from bank_graphql.ledger import (
     ApiKey,
-    PoolLimits,
     Role,
     SchemaVersionError,
     api_key_problem,
     create_api_key,
     list_api_keys,
     migrate,
-    open_pool,
+    one_connection,
     require_current,
     revoke_api_key,
 )
@@ -150,9 +149,8 @@ def _create_input(args: argparse.Namespace) -> tuple[Role, list[str] | None]:
 async def _create(
     url: str, role: Role, accounts: list[str] | None, args: argparse.Namespace
 ) -> tuple[ApiKey, str]:
-    pool = await open_pool(url, PoolLimits(min_size=1, max_size=1))
     try:
-        async with pool.connection() as conn:
+        async with one_connection(url) as conn:
             return await create_api_key(
                 conn,
                 role,
@@ -162,26 +160,16 @@ async def _create(
             )
     except ValueError as exc:
         refuse("keys create", exc)
-    finally:
-        await pool.close()
 
 
 async def _list(url: str) -> list[ApiKey]:
-    pool = await open_pool(url, PoolLimits(min_size=1, max_size=1))
-    try:
-        async with pool.connection() as conn:
-            return await list_api_keys(conn)
-    finally:
-        await pool.close()
+    async with one_connection(url) as conn:
+        return await list_api_keys(conn)
 
 
 async def _revoke(url: str, key_id: str) -> bool:
-    pool = await open_pool(url, PoolLimits(min_size=1, max_size=1))
-    try:
-        async with pool.connection() as conn:
-            return await revoke_api_key(conn, key_id)
-    finally:
-        await pool.close()
+    async with one_connection(url) as conn:
+        return await revoke_api_key(conn, key_id)
 
 
 def _when(at: datetime | None, absent: str = "-") -> str:

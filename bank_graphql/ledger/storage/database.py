@@ -4,6 +4,8 @@ The schema and its versions: storage/migrations.py."""
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -62,6 +64,17 @@ async def open_pool(database_url: str, limits: PoolLimits) -> AsyncConnectionPoo
     )
     await pool.open(wait=True, timeout=limits.pool_timeout_s)
     return pool
+
+
+@asynccontextmanager
+async def one_connection(database_url: str) -> AsyncIterator[Conn]:
+    """One connection, set up as the pool's are, for a command's single piece of work."""
+    pool = await open_pool(database_url, PoolLimits(min_size=1, max_size=1))
+    try:
+        async with pool.connection() as conn:
+            yield conn
+    finally:
+        await pool.close()
 
 
 def ensure_database(server_url: str, name: str) -> None:
