@@ -54,7 +54,7 @@ async def _raw_post(
 ) -> httpx.Response:
     assert access.http is not None
     # A list of pairs (the same header name may be sent twice), values as bytes (any octet).
-    raw = [(name, value.encode("utf-8")) for name, value in headers]
+    raw = [(name.encode(), value.encode("utf-8")) for name, value in headers]
     request = access.http.build_request("POST", "/graphql", json=body, headers=raw)
     if not headers:  # not even the shared client's own ADMIN key
         del request.headers["authorization"]
@@ -70,8 +70,8 @@ async def test_a_role_claim_that_is_no_role_name_is_refused(access: Access) -> N
     await access.start()
     problems = {}
     for role, accounts in (
-        ("adm\u0131n", None),  # "admın": "ADMIN" once upper-cased
-        ("cu\u017ftomer", ["acct-1"]),  # "cuſtomer": "CUSTOMER" once upper-cased
+        ("adm\u0131n", None),  # dotless i: "ADMIN" once upper-cased
+        ("cu\u017ftomer", ["acct-1"]),  # long s: "CUSTOMER" once upper-cased
         ("\u0131", None),
     ):
         token = _token(role=role, accounts=accounts)
@@ -135,7 +135,11 @@ async def test_odd_credentials_all_get_the_one_401(access: Access, db: Db) -> No
         "trailing junk": admin.token + "x",
         "unicode": admin.token[:-1] + "\u00e9",
         "nul": admin.token + "\x00",
-        "jwt alg none": jwt.encode({"sub": "m", "role": "admin", "exp": now + 60}, None, "none"),
+        "jwt alg none": jwt.encode(
+            {"sub": "m", "role": "admin", "exp": now + 60},
+            None,  # type: ignore[arg-type]
+            "none",
+        ),
         "jwt other secret": jwt.encode(
             {"sub": "m", "role": "admin", "exp": now + 60}, JWT_SECRET + "!", "HS256"
         ),
