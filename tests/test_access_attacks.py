@@ -342,3 +342,25 @@ async def test_an_entry_does_not_name_who_acts_for_an_outside_counterparty(
     [incoming] = [n for n in nodes if n["kind"] == "TRANSFER_IN"]
     assert incoming["counterpartyId"] == B1
     assert "bob@example.com" not in str(incoming), incoming
+
+
+@pytest.mark.parametrize("subject", ["a\x00b", "\ud800"], ids=["nul", "lone-surrogate"])
+async def test_a_jwt_subject_the_ledger_cannot_record_gets_no_internal_error(
+    access: Access, subject: str
+) -> None:
+    """`sub` becomes the principal every entry and idempotency key records. A subject
+    PostgreSQL cannot store as text (a NUL, a lone surrogate: valid JSON escapes) must be
+    refused as a credential (401), not accepted and then fail every mutation with
+    INTERNAL_SERVER_ERROR and a stack trace in the log."""
+    admin = await access.credential("key", Role.ADMIN)
+    await access.start()
+    await funded(access.caller(admin), A1, 100, 1_000)
+    token = _token(sub=subject, role="operator")
+    document = {
+        "query": 'mutation { deposit(input: {accountId: "acct-a1", amount: 1}) '
+        "{ errors { code } } }"
+    }
+    response = await _raw_post(access, [("authorization", f"Bearer {token}")], document)
+    if response.status_code == 401:
+        return
+    assert "INTERNAL_SERVER_ERROR" not in response.text, response.text
