@@ -364,3 +364,31 @@ async def test_a_jwt_subject_the_ledger_cannot_record_gets_no_internal_error(
     if response.status_code == 401:
         return
     assert "INTERNAL_SERVER_ERROR" not in response.text, response.text
+
+
+GHOST = "acct-ghost"
+"""Never created."""
+
+
+async def test_a_transfer_that_cannot_go_through_does_not_tell_whether_its_target_exists(
+    access: Access, db: Db
+) -> None:
+    """Outside its scope an account does not exist for a CUSTOMER, except that it may pay
+    into any open account: a transfer that succeeds does tell that its target exists, at the
+    price of the money sent. But a transfer of more than the customer holds, which can
+    never succeed and moves nothing, is answered INSUFFICIENT_FUNDS for an open account and
+    ACCOUNT_NOT_FOUND for an id never created: a free oracle that enumerates every account
+    of the bank without paying a cent."""
+    admin_key = await access.credential("key", Role.ADMIN)
+    me_key = await access.credential("jwt", Role.CUSTOMER, [A1])
+    await access.start()
+    admin, me = access.caller(admin_key), access.caller(me_key)
+    await funded(admin, A1, 100, 1_000)
+    await funded(admin, B1, 100, 1_000)
+    before = await state(db)
+    answers = {}
+    for target in (B1, GHOST):
+        body = await me.post(TRANSFER, {"from": A1, "to": target, "amount": 101})
+        answers[target] = [e["code"] for e in body["data"]["transfer"]["errors"]]
+    assert await changed_tables(db, before) == []
+    assert answers[B1] == answers[GHOST], answers
