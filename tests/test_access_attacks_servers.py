@@ -13,7 +13,8 @@ import jwt
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.servers import BIN, Serve, Server
+from tests.conftest import cloned_database
+from tests.servers import BIN, Serve, Server, launch
 
 SECRET = "attack-tests: an HS256 secret that is long enough 0123456789"
 PROTOCOL = "graphql-transport-ws"
@@ -123,3 +124,40 @@ async def test_odd_connection_init_payloads_are_refused(serve: Serve, database_u
     codes = {name: await _ws_probe(server, payload, "x") for name, payload in refused.items()}
     assert all(code in (4400, 4403) for code in codes.values()), codes
     assert admin not in server.log.read_text().replace(f"admin key: {admin}", "")
+
+
+def test_servers_starting_at_once_on_an_empty_database_make_one_admin_key(
+    server_url: str, tmp_path: Path
+) -> None:
+    """Not a migrated clone: a database with nothing in it, so the migrations race too."""
+    with cloned_database(server_url, "template0", prefix="atk_empty") as url:
+        servers = [
+            launch("--database-url", url, log=tmp_path / f"race-{i}.log", auth=True)
+            for i in range(4)
+        ]
+        try:
+            for server in servers:
+                server.wait_healthy(60)
+            printed = [s.admin_key for s in servers if "admin key:" in s.log.read_text()]
+            assert len(printed) == 1
+            listed = _keys("list", "--database-url", url)
+            assert listed.count("first admin key") == 1
+            assert printed[0] not in listed
+            key_id = printed[0].split("_")[1]
+            _keys("revoke", key_id, "--database-url", url)
+        finally:
+            for server in servers:
+                server.stop()
+        # Every key revoked: a start does not make (and show) a new ADMIN key.
+        again = launch("--database-url", url, log=tmp_path / "again.log", auth=True)
+        try:
+            again.wait_healthy(60)
+            assert "admin key:" not in again.log.read_text()
+            response = httpx.post(
+                f"{again.base}/graphql",
+                json={"query": "{ __typename }"},
+                headers={"Authorization": f"Bearer {printed[0]}"},
+            )
+            assert response.status_code == 401
+        finally:
+            again.stop()
