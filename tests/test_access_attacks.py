@@ -432,3 +432,28 @@ async def test_every_mutation_of_the_schema_is_refused_to_a_reader(access: Acces
             problems[field["name"]] = problem
     assert problems == {}
     assert await changed_tables(db, before) == []
+
+
+async def test_the_document_cache_does_not_carry_a_verdict_across_credentials(
+    access: Access, db: Db
+) -> None:
+    """Documents are parsed and validated once per text and cached; the role check must be
+    made per request. The same text, alternately from an ADMIN and a READER: each gets its
+    own answer."""
+    admin_key = await access.credential("key", Role.ADMIN)
+    reader_key = await access.credential("jwt", Role.READER)
+    await access.start()
+    admin, reader = access.caller(admin_key), access.caller(reader_key)
+    template = 'mutation {{ createAccount(input: {{id: "{}"}}) {{ errors {{ code }} }} }}'
+    for order, account_id in (("admin first", "cache-1"), ("reader first", "cache-2")):
+        document = template.format(account_id)
+        callers = [admin, reader] if order == "admin first" else [reader, admin]
+        for caller in callers + callers:
+            response = await caller.response(document)
+            if caller is reader:
+                assert forbidden_problem(response) is None, order
+            else:
+                codes = [e["code"] for e in response.json()["data"]["createAccount"]["errors"]]
+                assert codes in ([], ["ACCOUNT_ALREADY_EXISTS"]), (order, response.text)
+    cursor = await db.execute("SELECT count(*) FROM accounts WHERE id LIKE 'cache-%'")
+    assert await cursor.fetchone() == (2,)
