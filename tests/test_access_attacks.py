@@ -9,7 +9,7 @@ import httpx
 import jwt
 import pytest
 
-from bank_graphql.ledger import Role
+from bank_graphql.ledger import ClockMode, Role
 from tests.access_fixtures import (
     JWT_SECRET,
     Access,
@@ -457,3 +457,26 @@ async def test_the_document_cache_does_not_carry_a_verdict_across_credentials(
                 assert codes in ([], ["ACCOUNT_ALREADY_EXISTS"]), (order, response.text)
     cursor = await db.execute("SELECT count(*) FROM accounts WHERE id LIKE 'cache-%'")
     assert await cursor.fetchone() == (2,)
+
+
+async def test_the_timestamp_oracle_works_on_the_system_clock_too(access: Access) -> None:
+    """The same probe on the server's clock (production): timestamps in the past are
+    allowed, and a binary search over them finds B1's newest entry exactly."""
+    admin_key = await access.credential("key", Role.ADMIN)
+    me_key = await access.credential("key", Role.CUSTOMER, [A1])
+    await access.start(clock=ClockMode.SYSTEM)
+    admin, me = access.caller(admin_key), access.caller(me_key)
+    start = int(time.time() * 1000) - 3_600_000
+    b1_newest = start + 1_234_567
+    await funded(admin, A1, 100, start)
+    await funded(admin, B1, 100, start)
+    assert (await deposit(admin, B1, 1, b1_newest))["errors"] == []
+
+    async def refused_as(ts: int) -> str:
+        body = await me.post(TRANSFER, {"from": A1, "to": B1, "amount": 101, "ts": ts})
+        [error] = body["data"]["transfer"]["errors"]
+        code: str = error["code"]
+        return code
+
+    found = await _bisect(refused_as, start, int(time.time() * 1000))
+    assert found != b1_newest, "a CUSTOMER timed an outside account's newest entry exactly"
