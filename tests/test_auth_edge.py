@@ -278,13 +278,13 @@ async def test_hs256_with_a_secret_and_its_claims(make_client: MakeClient) -> No
         _claims(role="ADMIN"),
         _claims(role="Reader"),
         _claims(role="customer", accounts=["acc1", "acc2"]),
-        _claims(role="operator", accounts=[]),
         _claims(exp=int(time.time()) - 10),  # within the leeway
     ]
     for claims in accepted:
         assert await _accepted(client, jwt.encode(claims, SECRET, algorithm="HS256")), claims
     refused = [
         _claims(role="customer"),  # a customer must be limited to accounts
+        _claims(role="operator", accounts=[]),  # limited to no account at all
         _claims(role="customer", accounts="acc1"),
         _claims(role="operator", accounts=["not an id!"]),
         _claims(role="teller"),

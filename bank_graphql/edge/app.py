@@ -21,6 +21,7 @@ from bank_graphql.api.schema import build_schema
 from bank_graphql.edge import metrics
 from bank_graphql.edge.auth import (
     Authenticator,
+    authorization_header,
     forbidden_metrics_response,
     unauthenticated_response,
 )
@@ -44,7 +45,7 @@ async def health(request: Request) -> JSONResponse:
 
 async def prometheus_metrics(request: Request) -> Response:
     authenticator: Authenticator = request.app.state.authenticator
-    principal = authenticator.principal(request.headers.get("authorization"))
+    principal = authenticator.principal(authorization_header(request.headers))
     if principal is None:
         return unauthenticated_response(request.method)
     if not principal.may(Operation.METRICS):

@@ -10,6 +10,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from starlette.datastructures import Headers
 from starlette.responses import Response
 
 from bank_graphql.api.codes import ErrorCode
@@ -38,6 +39,13 @@ class Credential:
     """None when access control is off."""
     expires_at: float | None = None
     """A JWT's `exp` (seconds since the epoch); an API key's state is the key ring's."""
+
+
+def authorization_header(headers: Headers) -> str | None:
+    """The request's one `Authorization` header; None when it has none or several (a proxy
+    and the server must never disagree about who is asking)."""
+    values = headers.getlist("authorization")
+    return values[0] if len(values) == 1 else None
 
 
 def bearer_token(authorization: str | None) -> str | None:

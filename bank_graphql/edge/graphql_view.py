@@ -19,7 +19,12 @@ from strawberry.types import ExecutionResult
 from bank_graphql.api.codes import ErrorCode
 from bank_graphql.api.context import Context
 from bank_graphql.api.errors import format_error
-from bank_graphql.edge.auth import NOBODY, Authenticator, unauthenticated_response
+from bank_graphql.edge.auth import (
+    NOBODY,
+    Authenticator,
+    authorization_header,
+    unauthenticated_response,
+)
 from bank_graphql.edge.graphiql_key import with_key_bar
 from bank_graphql.edge.graphql_ws import (
     CONNECTION_INIT_TIMEOUT_S,
@@ -97,7 +102,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         request = Request(scope, receive=receive)
         if not self._serves_ide(request):
             authenticator: Authenticator = request.app.state.authenticator
-            principal = authenticator.principal(request.headers.get("authorization"))
+            principal = authenticator.principal(authorization_header(request.headers))
             if principal is None:
                 await unauthenticated_response(request.method)(scope, receive, send)
                 return

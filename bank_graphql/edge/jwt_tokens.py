@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 
 from bank_graphql.edge.settings import JwtSettings
-from bank_graphql.ledger import Principal, Role, credential_problem
+from bank_graphql.ledger import Principal, Role, credential_problem, principal_problem
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,12 @@ class JwtVerifier:
         expires_at = claims.get("exp")
         if not isinstance(subject, str) or not 0 < len(subject) <= SUBJECT_CHARS_MAX:
             return None
-        if not isinstance(role_name, str) or role_name.upper() not in Role.__members__:
+        if principal_problem(PRINCIPAL_PREFIX + subject) is not None:
+            return None
+        # ASCII only: "adm\u0131n".upper() is "ADMIN".
+        if not isinstance(role_name, str) or not role_name.isascii():
+            return None
+        if role_name.upper() not in Role.__members__:
             return None
         if accounts is not None and (
             not isinstance(accounts, list) or not all(isinstance(a, str) for a in accounts)

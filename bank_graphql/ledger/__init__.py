@@ -6,6 +6,7 @@ from bank_graphql.ledger.domain.access import (
     Principal,
     Role,
     credential_problem,
+    principal_problem,
 )
 from bank_graphql.ledger.domain.clock import ClockMode
 from bank_graphql.ledger.domain.errors import DatabaseBusy, DatabaseUnavailable, LedgerError
@@ -106,6 +107,7 @@ __all__ = [
     "one_connection",
     "open_pool",
     "pending",
+    "principal_problem",
     "require_current",
     "revoke_api_key",
 ]

@@ -32,9 +32,9 @@ _PAY = "SELECT ledger_pay(%s, %s, %s, %s, %s, %s, %s)"
 _MERGE = "SELECT ledger_merge(%s, %s, %s, %s, %s, %s, %s)"
 _TRANSFERS = """
 SELECT ledger_transfers(%s, %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[],
-                        %s::text[], %s::jsonb[], %s, %s)
+                        %s::text[], %s::jsonb[], %s::boolean[], %s, %s)
 """
-_TRANSFER = "SELECT ledger_transfer(%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_TRANSFER = "SELECT ledger_transfer(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 _REFUSE = "SELECT ledger_refuse(%s, %s, %s, %s, %s)"
 
 
@@ -70,9 +70,7 @@ class Ledger:
     ) -> AbstractAsyncContextManager[Snapshot]:
         """Credit every cashback due by now (a write), then hold one read-only snapshot of
         what exists for `principal`."""
-        return settle_due_then_snapshot(
-            self.pool, self.clock, self.sweep_limits, principal.accounts
-        )
+        return settle_due_then_snapshot(self.pool, self.clock, self.sweep_limits, principal)
 
     async def create_account(
         self,
@@ -159,7 +157,8 @@ class Ledger:
             refused = jsonb(outcome_doc(item.refused)) if item.refused else None
             one = item.request
             row = (one.source_id, one.target_id, one.amount, one.timestamp)
-            params = (principal.name, *row, clock.wall_or_client(self.clock), *key, refused)
+            hidden = not principal.sees(one.target_id)  # ledger_transfer_one says why
+            params = (principal.name, *row, clock.wall_or_client(self.clock), *key, refused, hidden)
             document = await writes.call(
                 self.pool, self._retry, _TRANSFER, params, keyed=item.key is not None
             )
@@ -185,7 +184,7 @@ class Ledger:
         if not items:
             return batch.finish({})
         try:
-            columns = _transfer_columns(items, atomic)
+            columns = _transfer_columns(items, principal, atomic)
             params = (principal.name, *columns, clock.wall_or_client(self.clock))
             documents = await writes.call(
                 self.pool, self._retry, _TRANSFERS, params, keyed=any(i.key for i in items)
@@ -232,7 +231,7 @@ class Ledger:
         )
 
 
-def _transfer_columns(items: list[SentItem], atomic: bool) -> tuple[Any, ...]:
+def _transfer_columns(items: list[SentItem], principal: Principal, atomic: bool) -> tuple[Any, ...]:
     return (
         [i.request.source_id for i in items],
         [i.request.target_id for i in items],
@@ -241,6 +240,7 @@ def _transfer_columns(items: list[SentItem], atomic: bool) -> tuple[Any, ...]:
         [None if i.key is None else i.key.key for i in items],
         [None if i.key is None else i.key.fingerprint for i in items],
         [jsonb(outcome_doc(i.refused)) if i.refused else None for i in items],
+        [not principal.sees(i.request.target_id) for i in items],
         atomic,
     )
 

@@ -13,6 +13,7 @@ from bank_graphql.ledger.domain.rules import is_account_id
 SYSTEM_ACTOR = "system"
 """The actor of entries the ledger writes itself (cashback); no credential can be it."""
 ANONYMOUS_PRINCIPAL = "anonymous"
+PRINCIPAL_CHARS_MAX = 256
 """Every request's principal when access control is off."""
 
 
@@ -58,6 +59,14 @@ class Principal:
             return False  # a scoped credential cannot widen its own world
         return operation in _MAY[self.role]
 
+    def shown_actor(self, actor: str | None) -> str | None:
+        """The actor of an entry as this credential may see it: a credential limited to
+        accounts sees itself and `system`; who acted for anyone else is not its business
+        (null, as on entries from before access control)."""
+        if self.accounts is None or actor in (self.name, SYSTEM_ACTOR):
+            return actor
+        return None
+
     def sees(self, account_id: str) -> bool:
         """Does the account exist for this credential? Outside its scope it never does."""
         return self.accounts is None or account_id in self.accounts
@@ -72,9 +81,31 @@ def credential_problem(role: Role, accounts: Iterable[str] | None) -> str | None
     """Why a credential of `role` limited to `accounts` cannot be issued, or None."""
     if role is Role.CUSTOMER and accounts is None:
         return "a CUSTOMER credential must be limited to accounts"
-    if accounts is not None and not all(is_account_id(a) for a in accounts):
+    if accounts is None:
+        return None
+    scope = list(accounts)
+    if not scope:
+        return "a credential limited to accounts needs at least one account"
+    if not all(is_account_id(a) for a in scope):
         return "an account of the scope is not a valid account id"
     return None
+
+
+def principal_problem(name: str) -> str | None:
+    """Why `name` cannot be a principal (it is recorded on entries and shown), or None."""
+    if not 0 < len(name) <= PRINCIPAL_CHARS_MAX:
+        return f"a principal has 1 to {PRINCIPAL_CHARS_MAX} characters"
+    if not name.isprintable() or not _utf8(name):
+        return "a principal is printable text"
+    return None
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
 
 
 def scoped(name: str, role: Role, accounts: Iterable[str] | None) -> Principal:

@@ -101,8 +101,6 @@ def api_key_problem(
     problem = credential_problem(role, accounts)
     if problem is not None:
         return problem
-    if accounts is not None and not accounts:
-        return "a key limited to accounts needs at least one account"
     if len(name) > KEY_NAME_CHARS_MAX:
         return f"a key's name has at most {KEY_NAME_CHARS_MAX} characters"
     if not name.isprintable():

@@ -2,11 +2,13 @@
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 from psycopg import errors
 from psycopg_pool import AsyncConnectionPool
 
+from bank_graphql.ledger.domain.access import Principal
 from bank_graphql.ledger.domain.clock import ClockMode
 from bank_graphql.ledger.domain.models import Account, Entry, EntryKind, Page, Payment, Spender
 from bank_graphql.ledger.storage.cashback import SweepLimits, any_due, settle_due
@@ -124,19 +126,20 @@ _PAYMENT_PAGES: Keyset[Payment] = Keyset(
 
 class Snapshot:
     """Reads as of one instant: every method sees the same committed state, and only the
-    accounts in `scope` (None: all). Outside it an account does not exist: no row, no
+    accounts that exist for `principal`. Outside it an account does not exist: no row, no
     balance, no entry, no payment, no rank.
 
     The caller holds `conn` inside a REPEATABLE READ, READ ONLY transaction.
     """
 
-    def __init__(self, conn: Conn, now: int, scope: frozenset[str] | None) -> None:
+    def __init__(self, conn: Conn, now: int, principal: Principal) -> None:
         self.conn = conn
         self.now = now
-        self.scope = scope
+        self.principal = principal
+        self.scope = principal.accounts
 
     def _sees(self, account_id: str) -> bool:
-        return self.scope is None or account_id in self.scope
+        return self.principal.sees(account_id)
 
     @translated
     async def accounts_by_id(self, ids: Sequence[str]) -> dict[str, Account]:
@@ -172,7 +175,11 @@ class Snapshot:
         )
         if not self._sees(account_id):
             return Page(rows=[], has_previous=False, has_next=False)
-        return await _ENTRY_PAGES.page(self.conn, {"account": account_id}, window, request)
+        page = await _ENTRY_PAGES.page(self.conn, {"account": account_id}, window, request)
+        if self.scope is None:
+            return page
+        shown = [replace(e, actor=self.principal.shown_actor(e.actor)) for e in page.rows]
+        return replace(page, rows=shown)
 
     @translated
     async def payments(self, owner_id: str, request: PageRequest) -> Page[Payment]:
@@ -232,13 +239,13 @@ async def settle_due_then_snapshot(
     pool: AsyncConnectionPool[Conn],
     clock: ClockMode,
     sweep_limits: SweepLimits,
-    scope: frozenset[str] | None,
+    principal: Principal,
 ) -> AsyncIterator[Snapshot]:
     """Credit every cashback due by now (a write, in transactions of its own), then hold one
-    read-only snapshot of the accounts in `scope` (None: all) until exit."""
+    read-only snapshot of what exists for `principal` until exit."""
     conn, now = await _settled_connection(pool, clock, sweep_limits)
     try:
-        yield Snapshot(conn, now, scope)
+        yield Snapshot(conn, now, principal)
     finally:
         try:
             if not conn.broken:

@@ -377,9 +377,29 @@ BEGIN
                        jsonb_build_array(ledger_account_doc(keeper)));
 END $$;
 
+-- The source's funds at p_horizon (cashback due by then counted): INSUFFICIENT_FUNDS for
+-- p_amount, or NULL.
+CREATE OR REPLACE FUNCTION ledger_short_of_funds(
+    src accounts, p_amount bigint, p_horizon bigint
+) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    available bigint := src.balance;
+BEGIN
+    IF src.next_cashback_due_at <= p_horizon THEN
+        available := available + ledger_cashback_due(src, p_horizon);
+    END IF;
+    IF p_amount <= available THEN RETURN NULL; END IF;
+    RETURN ledger_refused('INSUFFICIENT_FUNDS', 'amount', jsonb_build_object(
+        'account', src.id, 'amount', p_amount, 'balance', available));
+END $$;
+
+-- p_hidden: the target is outside the caller's scope. Then whether it exists, and when it
+-- last moved, must not answer a transfer that its source alone refuses: the source's funds
+-- are checked first, at the source's own stamp (the real stamp is never earlier, so a
+-- transfer this lets through is checked again below and passes).
 CREATE OR REPLACE FUNCTION ledger_transfer_one(
     p_actor text, p_source text, p_target text, p_amount bigint, p_requested bigint, p_now bigint,
-    p_wall bigint, INOUT src accounts, INOUT tgt accounts, OUT stamp bigint,
+    p_wall bigint, p_hidden boolean, INOUT src accounts, INOUT tgt accounts, OUT stamp bigint,
     OUT outcome jsonb
 ) LANGUAGE plpgsql AS $$
 DECLARE
@@ -390,7 +410,11 @@ BEGIN
         outcome := ledger_refuse_future(p_wall, p_requested);
     ELSIF src.id IS NULL THEN
         outcome := ledger_not_found(p_source, 'sourceAccountId');
-    ELSIF tgt.id IS NULL THEN
+    ELSIF p_hidden THEN
+        outcome := ledger_short_of_funds(
+            src, p_amount, coalesce(p_requested, greatest(p_now, src.last_entry_at)));
+    END IF;
+    IF outcome IS NULL AND tgt.id IS NULL THEN
         outcome := ledger_not_found(p_target, 'targetAccountId');
     END IF;
     IF outcome IS NOT NULL THEN RETURN; END IF;
@@ -438,7 +462,8 @@ END $$;
 
 CREATE OR REPLACE FUNCTION ledger_transfers(
     p_actor text, p_sources text[], p_targets text[], p_amounts bigint[], p_requested bigint[],
-    p_keys text[], p_fingerprints text[], p_refused jsonb[], p_atomic boolean, p_wall bigint
+    p_keys text[], p_fingerprints text[], p_refused jsonb[], p_hidden boolean[],
+    p_atomic boolean, p_wall bigint
 ) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     n integer := cardinality(p_sources);
@@ -469,8 +494,8 @@ BEGIN
             FROM generate_subscripts(p_sources, 1) AS j WHERE results[j] IS NULL);
     END IF;
     results := ledger_apply_transfers(
-        p_actor, p_sources, p_targets, p_amounts, p_requested, p_atomic, p_wall, now_ms,
-        ledger_lock(touched, now_ms), results);
+        p_actor, p_sources, p_targets, p_amounts, p_requested, p_hidden, p_atomic, p_wall,
+        now_ms, ledger_lock(touched, now_ms), results);
     FOR i IN 1 .. n LOOP
         IF claimed[i] THEN PERFORM ledger_store(p_actor, p_keys[i], results[i]); END IF;
     END LOOP;
@@ -479,7 +504,8 @@ END $$;
 
 CREATE OR REPLACE FUNCTION ledger_apply_transfers(
     p_actor text, p_sources text[], p_targets text[], p_amounts bigint[], p_requested bigint[],
-    p_atomic boolean, p_wall bigint, p_now bigint, p_rows accounts[], p_results jsonb[]
+    p_hidden boolean[], p_atomic boolean, p_wall bigint, p_now bigint, p_rows accounts[],
+    p_results jsonb[]
 ) RETURNS jsonb[] LANGUAGE plpgsql AS $$
 DECLARE
     ids text[] := ledger_ids(p_rows);
@@ -502,13 +528,15 @@ BEGIN
         ps := array_position(ids, p_sources[i]);
         pt := array_position(ids, p_targets[i]);
         step := ledger_transfer_one(p_actor, p_sources[i], p_targets[i], p_amounts[i],
-                                    p_requested[i], now_ms, p_wall, p_rows[ps], p_rows[pt]);
+                                    p_requested[i], now_ms, p_wall, p_hidden[i],
+                                    p_rows[ps], p_rows[pt]);
         IF step.outcome IS NULL THEN  -- cashback due by its timestamp is credited first
             IF dirty THEN PERFORM ledger_write_back(p_rows); dirty := false; END IF;
             PERFORM ledger_settle(ARRAY[p_sources[i], p_targets[i]], step.stamp);
             p_rows := ledger_rows(ids);
             step := ledger_transfer_one(p_actor, p_sources[i], p_targets[i], p_amounts[i],
-                                        p_requested[i], now_ms, p_wall, p_rows[ps], p_rows[pt]);
+                                        p_requested[i], now_ms, p_wall, p_hidden[i],
+                                        p_rows[ps], p_rows[pt]);
         END IF;
         p_results[i] := step.outcome;
         IF ledger_has_refusals(step.outcome) THEN
@@ -530,10 +558,10 @@ END $$;
 
 CREATE OR REPLACE FUNCTION ledger_transfer(
     p_actor text, p_source text, p_target text, p_amount bigint, p_requested bigint, p_wall bigint,
-    p_key text, p_fingerprint text, p_refused jsonb
+    p_key text, p_fingerprint text, p_refused jsonb, p_hidden boolean
 ) RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN
     RETURN ledger_transfers(p_actor, ARRAY[p_source], ARRAY[p_target], ARRAY[p_amount],
                             ARRAY[p_requested], ARRAY[p_key], ARRAY[p_fingerprint],
-                            ARRAY[p_refused], false, p_wall) -> 0;
+                            ARRAY[p_refused], ARRAY[p_hidden], false, p_wall) -> 0;
 END $$;
