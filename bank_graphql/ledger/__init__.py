@@ -42,6 +42,7 @@ from bank_graphql.ledger.storage.database import (
     one_connection,
     open_pool,
 )
+from bank_graphql.ledger.storage.idempotency import RETENTION_DAYS_MIN
 from bank_graphql.ledger.storage.key_ring import KeyRing, KeyRingLimits
 from bank_graphql.ledger.storage.keyset import PageRequest
 from bank_graphql.ledger.storage.migrations import (
@@ -60,6 +61,7 @@ from bank_graphql.ledger.storage.reads import Snapshot
 __all__ = [
     "ANONYMOUS",
     "KEY_PREFIX",
+    "RETENTION_DAYS_MIN",
     "Account",
     "ApiKey",
     "BatchOutcome",

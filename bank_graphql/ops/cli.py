@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from functools import partial
+from importlib.metadata import version
 from pathlib import Path
 from types import FrameType
 from typing import NoReturn, cast
@@ -18,6 +19,7 @@ import uvicorn
 from bank_graphql.edge.http_server import BoundedHttpToolsProtocol, fit_to_open_files
 from bank_graphql.edge.logs import configure_logging
 from bank_graphql.ledger import (
+    RETENTION_DAYS_MIN,
     ClockMode,
     PoolLimits,
     SchemaVersionError,
@@ -45,6 +47,14 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _retention_days(text: str) -> int:
+    """`--older-than-days`: whole days, at least the minimum the help promises."""
+    days = int(text) if text.strip().lstrip("-").isdigit() else None
+    if days is None or days < RETENTION_DAYS_MIN:
+        raise argparse.ArgumentTypeError(f"at least {RETENTION_DAYS_MIN} whole days: {text!r}")
+    return days
+
+
 def _refuse(command: str, reason: object) -> NoReturn:
     """One line on stderr and exit status 2, as argparse does for a bad flag."""
     sys.stderr.write(f"bank-graphql {command}: {reason}\n")
@@ -64,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bank-graphql", description="A banking ledger served as a GraphQL API."
     )
+    parser.add_argument(
+        "--version", action="version", version=f"bank-graphql {version('bank-graphql')}"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     _add_serve_options(commands.add_parser("serve", help="run the GraphQL server"))
 
@@ -80,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_database_url(prune, embedded=False)
     prune.add_argument(
         "--older-than-days",
-        type=int,
-        default=int(_env("BANK_KEY_RETENTION_DAYS", "7")),
+        type=_retention_days,
+        default=_env("BANK_KEY_RETENTION_DAYS", str(RETENTION_DAYS_MIN)),
         help="retention in days, at least 7 (env BANK_KEY_RETENTION_DAYS, default 7)",
     )
     add_keys_command(commands)
@@ -97,7 +110,7 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--port",
         type=int,
-        default=int(_env("BANK_PORT", "8000")),
+        default=_env("BANK_PORT", "8000"),
         help="port to listen on (env BANK_PORT, default 8000)",
     )
     _add_database_url(serve, embedded=True)
@@ -117,7 +130,7 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--workers",
         type=int,
-        default=int(_env("BANK_WORKERS", "1")),
+        default=_env("BANK_WORKERS", "1"),
         help="worker processes (env BANK_WORKERS, default 1)",
     )
     serve.add_argument(
@@ -142,7 +155,7 @@ def _add_edge_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--shutdown-timeout-s",
         type=float,
-        default=float(_env("BANK_SHUTDOWN_TIMEOUT_S", "10")),
+        default=_env("BANK_SHUTDOWN_TIMEOUT_S", "10"),
         help="on SIGTERM, how long in-flight requests may take to finish "
         "(env BANK_SHUTDOWN_TIMEOUT_S, default 10)",
     )
@@ -162,7 +175,7 @@ def _add_edge_options(serve: argparse.ArgumentParser) -> None:
     serve.add_argument(
         "--connections-max",
         type=int,
-        default=int(_env("BANK_CONNECTIONS_MAX", "1000")),
+        default=_env("BANK_CONNECTIONS_MAX", "1000"),
         help="open connections per worker, websockets included; further ones are refused "
         "with 503, and it is kept below the open-files limit (env BANK_CONNECTIONS_MAX, "
         "default 1000)",

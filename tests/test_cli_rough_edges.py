@@ -1,0 +1,81 @@
+"""A newcomer's rough edges of the command line: the version, bad values from the
+environment, and refusals the help promises."""
+
+import os
+import re
+import subprocess
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+from tests.servers import BIN
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("BANK_")}
+    return subprocess.run(
+        [str(BIN), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**clean, **(env or {})},
+    )
+
+
+def test_version_names_the_installed_release() -> None:
+    done = _run("--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"bank-graphql {version('bank-graphql')}"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "flag"),
+    [
+        ("BANK_PORT", "abc", "--port"),
+        ("BANK_WORKERS", "two", "--workers"),
+        ("BANK_SHUTDOWN_TIMEOUT_S", "soon", "--shutdown-timeout-s"),
+        ("BANK_CONNECTIONS_MAX", "1e3", "--connections-max"),
+    ],
+)
+def test_a_bad_value_in_the_environment_is_one_line_and_exit_2(
+    variable: str, value: str, flag: str
+) -> None:
+    assert _run("--help", env={variable: value}).returncode == 0
+    done = _run("serve", "--help", env={variable: value})
+    assert done.returncode == 0, done.stderr
+    done = _run("serve", "--database-url", "postgresql://127.0.0.1:1/none", env={variable: value})
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr
+    assert flag in lines[-1], done.stderr
+    assert value in lines[-1], done.stderr
+
+
+@pytest.mark.parametrize("days", ["3", "0", "-1", "abc"])
+def test_prune_keys_refuses_a_retention_under_7_days(days: str) -> None:
+    done = _run(
+        "prune-keys", "--older-than-days", days, "--database-url", "postgresql://127.0.0.1:1/x"
+    )
+    assert done.returncode == 2
+    assert "--older-than-days" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_build_output_is_ignored_by_git() -> None:
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in ["build/lib/x.py", "dist/bank_graphql-0.1.0.whl"]:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), "check-ignore", "-q", path], check=False, timeout=30
+        )
+        assert done.returncode == 0, f"{path} is not ignored"
+
+
+def test_the_tests_need_nothing_beside_the_project() -> None:
+    """`pytest` passes in a clone of the project alone: only .ci/run looks beside it."""
+    beyond = re.compile(r"""(\.\./|parent\s*/\s*)["']?shared""")
+    for path in (ROOT / "tests").glob("*.py"):
+        assert not beyond.search(path.read_text()), path
