@@ -32,6 +32,26 @@ class SubscriptionEnded(LedgerError):
 class FeedItem:
     position: int
     entry: Entry
+    xid: int
+    """The transaction that wrote the entry (0 for entries from before the feed existed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionSnapshot:
+    """Which transactions had committed at one instant (PostgreSQL's `pg_snapshot`)."""
+
+    xmin: int
+    xmax: int
+    running: frozenset[int]
+
+    @classmethod
+    def parse(cls, text: str) -> "TransactionSnapshot":
+        xmin, xmax, running = text.split(":")
+        return cls(int(xmin), int(xmax), frozenset(int(x) for x in running.split(",") if x))
+
+    def saw(self, xid: int) -> bool:
+        """Had transaction `xid` finished (its entries, if it committed, visible)?"""
+        return xid < self.xmin or (xid < self.xmax and xid not in self.running)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +67,10 @@ class LiveLimits:
     load) are sequenced in calls that each scan what is left of it."""
     page_rows: int = 500
     """Rows per query when a subscriber catches up with history."""
+    slow_grace_s: float = 1.0
+    """How long a subscriber may stay past its buffer (a burst of one big commit) before it
+    is ended as too slow; meanwhile the feed waits for it, so at most `page_rows` more
+    entries wait for it at any time."""
 
 
 def account_key(entry: Entry) -> tuple[int, int]:

@@ -4,7 +4,7 @@ feed and of one account's entries, each read on a pooled connection held only fo
 
 from psycopg_pool import AsyncConnectionPool
 
-from bank_graphql.ledger.domain.live import FeedItem
+from bank_graphql.ledger.domain.live import FeedItem, TransactionSnapshot
 from bank_graphql.ledger.domain.models import Entry
 from bank_graphql.ledger.storage.database import Conn
 from bank_graphql.ledger.storage.errors import translated
@@ -14,8 +14,10 @@ _SEQUENCE = "SELECT ledger_sequence_feed(%s)"
 
 _FEED_END = "SELECT last_position FROM feed_state"
 
+_NOW = "SELECT pg_current_snapshot()::text"
+
 _FEED_PAGE = """
-SELECT f.position,
+SELECT f.position, coalesce(e.xid::text, '0'),
        e.id, e.account_id, e.ts, e.kind::text, e.amount, e.balance_after, e.counterparty_id,
        e.payment_id, e.actor
 FROM feed f JOIN entries e ON e.id = f.entry_id
@@ -24,7 +26,7 @@ ORDER BY f.position LIMIT %(rows)s
 """
 
 _SCOPED_FEED_PAGE = """
-SELECT f.position,
+SELECT f.position, coalesce(e.xid::text, '0'),
        e.id, e.account_id, e.ts, e.kind::text, e.amount, e.balance_after, e.counterparty_id,
        e.payment_id, e.actor
 FROM feed f JOIN entries e ON e.id = f.entry_id
@@ -70,6 +72,15 @@ class FeedReads:
             return 0 if row is None else int(row[0])
 
     @translated
+    async def snapshot(self) -> TransactionSnapshot:
+        """Which transactions have committed by now."""
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(_NOW)
+            row = await cursor.fetchone()
+            assert row is not None
+            return TransactionSnapshot.parse(str(row[0]))
+
+    @translated
     async def page(
         self, scope: list[str] | None, after: int, upto: int, rows: int
     ) -> tuple[list[FeedItem], int]:
@@ -84,7 +95,7 @@ class FeedReads:
         async with self._pool.connection() as conn:
             cursor = await conn.execute(query, params)
             found = await cursor.fetchall()
-        items = [FeedItem(int(row[0]), entry_from_row(row[1:])) for row in found]
+        items = [FeedItem(int(row[0]), entry_from_row(row[2:]), int(row[1])) for row in found]
         return items, items[-1].position if len(found) == rows else upto
 
     @translated

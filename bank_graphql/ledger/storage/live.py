@@ -34,23 +34,32 @@ from bank_graphql.ledger.storage.feed_pump import listen_forever, read_forever, 
 
 
 class _Subscriber:
-    __slots__ = ("buffer_max", "items", "overflowed", "principal", "ready")
+    __slots__ = ("buffer_max", "drained", "items", "overflowed", "principal", "ready")
 
     def __init__(self, principal: Principal, buffer_max: int) -> None:
         self.principal = principal
         self.buffer_max = buffer_max
         self.items: deque[FeedItem] = deque()
         self.ready = asyncio.Event()
+        self.drained = asyncio.Event()
         self.overflowed = False
 
     def offer(self, item: FeedItem) -> None:
-        if self.overflowed:
-            return
-        if len(self.items) >= self.buffer_max:
-            self.overflowed = True
-            self.items.clear()
-        else:
+        if not self.overflowed:
             self.items.append(item)
+            self.ready.set()
+
+    def behind(self) -> bool:
+        return len(self.items) > self.buffer_max
+
+    async def caught_up(self) -> None:
+        while self.behind() and not self.overflowed:
+            self.drained.clear()
+            await self.drained.wait()
+
+    def end_too_slow(self) -> None:
+        self.overflowed = True
+        self.items.clear()
         self.ready.set()
 
     async def next(self) -> FeedItem:
@@ -59,7 +68,10 @@ class _Subscriber:
             await self.ready.wait()
         if self.overflowed:
             raise too_slow(self.buffer_max)
-        return self.items.popleft()
+        item = self.items.popleft()
+        if not self.behind():
+            self.drained.set()
+        return item
 
 
 class LiveFeed:
@@ -105,6 +117,24 @@ class LiveFeed:
                 return
             page = await self._reads.page(None, self._position, end, self._limits.page_rows)
             self._offer(*page)
+            await self._wait_for_laggards()
+
+    async def _wait_for_laggards(self) -> None:
+        """Give subscribers past their buffer a moment to drain it (one big commit comes in
+        one burst); end those that do not as too slow."""
+        laggards = [s for s in self._everyone() if s.behind()]
+        if not laggards:
+            return
+        with suppress(TimeoutError):
+            async with asyncio.timeout(self._limits.slow_grace_s):
+                for subscriber in laggards:
+                    await subscriber.caught_up()
+        for subscriber in laggards:
+            if subscriber.behind():
+                subscriber.end_too_slow()
+
+    def _everyone(self) -> list[_Subscriber]:
+        return [*self._all, *(s for group in self._by_account.values() for s in group)]
 
     def _offer(self, items: list[FeedItem], reached: int) -> None:
         # No await in here: a subscriber registers either before an item is offered to
@@ -134,6 +164,9 @@ class LiveFeed:
         self._all.add(subscriber)
         try:
             start = self._position
+            # From now on: not what had committed when the subscription started, even if
+            # it gets its position only later.
+            seen_before = None if after is not None else await self._reads.snapshot()
             after = start if after is None else after
             while after < start:
                 items, after = await self._reads.page(scope, after, start, rows)
@@ -143,7 +176,8 @@ class LiveFeed:
                 item = await subscriber.next()
                 if item.position > after:
                     after = item.position
-                    yield _seen(principal, item)
+                    if seen_before is None or not seen_before.saw(item.xid):
+                        yield _seen(principal, item)
         finally:
             self._all.discard(subscriber)
 
@@ -201,4 +235,4 @@ class LiveFeed:
 
 def _seen(principal: Principal, item: FeedItem) -> FeedItem:
     entry = as_seen(principal, item.entry)
-    return item if entry is item.entry else FeedItem(item.position, entry)
+    return item if entry is item.entry else FeedItem(item.position, entry, item.xid)
