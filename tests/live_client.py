@@ -6,14 +6,17 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.servers import Server
+from tests.conftest import cloned_database
+from tests.servers import Server, running
 from tests.test_websocket import PROTOCOL, subscribe, ws_url
 
 Edge = dict[str, Any]
@@ -34,6 +37,16 @@ PAGE = (
     " transactions(first: $first, after: $after) {"
     f" edges {{ cursor node {{ {ENTRY} }} }} pageInfo {{ hasNextPage endCursor }} }} }} }}"
 )
+
+
+@contextmanager
+def module_server(server_url: str, template_db: str, folder: Path) -> Iterator[Server]:
+    """A server for a module's tests, on a database of its own (tests use their own ids)."""
+    with (
+        cloned_database(server_url, template_db, "bank_live") as url,
+        running("--database-url", url, "--no-graphiql", log=folder / "server.log") as server,
+    ):
+        yield server
 
 
 async def until(

@@ -3,13 +3,20 @@ account's order and resumable from a page or an event, delivery across processes
 delivered like any entry, and refusals that end one subscription and not the socket."""
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import cloned_database
-from tests.live_client import ACCOUNT_FEED, LEDGER_FEED, PAGE, Bank, Edge, Socket, until
-from tests.servers import Serve, Server, running
+from tests.live_client import (
+    ACCOUNT_FEED,
+    LEDGER_FEED,
+    PAGE,
+    Bank,
+    Edge,
+    Socket,
+    module_server,
+    until,
+)
+from tests.servers import Serve, Server
 
 DAY_MS = 86_400_000
 
@@ -18,12 +25,7 @@ DAY_MS = 86_400_000
 def server(
     server_url: str, template_db: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    """One server for the module's tests, on a database of its own (tests use their own ids)."""
-    log = Path(tmp_path_factory.mktemp("live")) / "server.log"
-    with (
-        cloned_database(server_url, template_db, "bank_live") as url,
-        running("--database-url", url, "--no-graphiql", log=log) as server,
-    ):
+    with module_server(server_url, template_db, tmp_path_factory.mktemp("live")) as server:
         yield server
 
 
@@ -123,8 +125,31 @@ async def test_account_entries_resume_mid_stream(server: Server, bank: Bank) -> 
     await again.close()
 
 
+async def test_ledger_entries_without_after_start_after_what_committed(
+    server: Server, bank: Bank
+) -> None:
+    await bank.open("since-a", 100)
+    await bank.open("since-probe")
+    sock = await Socket.open(server)
+    earlier: list[Edge] = []
+    for n in range(3):
+        # Answered, so committed, before the subscription is asked for.
+        earlier.append(await bank.deposit("since-a", 1))
+        await sock.subscribe(str(n), LEDGER_FEED)
+        await sock.started(str(n), lambda: bank.deposit("since-probe", 1))
+    later = await bank.deposit("since-a", 1)
+    await until(lambda: all(later in nodes(sock, str(n)) for n in range(3)), "the last deposit")
+    for n in range(3):
+        assert [e for e in earlier if e in nodes(sock, str(n))] == earlier[n + 1 :], n
+    await sock.close()
+
+
+def nodes(sock: Socket, op: str) -> list[Edge]:
+    return [edge["node"] for edge in sock.events[op]]
+
+
 async def test_an_entry_written_through_one_process_reaches_another(
-    serve: Serve, database_url: str
+    database_url: str, serve: Serve
 ) -> None:
     reading, writing = (serve("--database-url", database_url) for _ in range(2))
     bank = Bank(writing)
@@ -146,7 +171,7 @@ async def test_an_entry_written_through_one_process_reaches_another(
     await bank.aclose()
 
 
-async def test_cashback_is_delivered_like_any_entry(serve: Serve, database_url: str) -> None:
+async def test_cashback_is_delivered_like_any_entry(database_url: str, serve: Serve) -> None:
     server = serve("--database-url", database_url, "--clock", "client")
     bank = Bank(server)
     t = 1_000_000
