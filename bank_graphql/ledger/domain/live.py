@@ -42,6 +42,9 @@ class LiveLimits:
     """How often each process asks the database to give positions to new entries."""
     wake_interval_s: float = 1.0
     """How often a process reads the feed with no notification (a lost one, a reconnect)."""
+    sequence_rows: int = 5000
+    """Entries given positions per call: entries written in one huge transaction (a bulk
+    load) are sequenced in calls that each scan what is left of it."""
     page_rows: int = 500
     """Rows per query when a subscriber catches up with history."""
 

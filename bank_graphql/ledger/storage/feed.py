@@ -46,6 +46,9 @@ SELECT ts, id FROM entries WHERE account_id = %s ORDER BY ts DESC, id DESC LIMIT
 _ACCOUNT_OPEN = "SELECT EXISTS (SELECT FROM accounts WHERE id = %s AND survivor_id = id)"
 
 
+SCOPED_SCAN_MAX = 20_000
+
+
 class FeedReads:
     def __init__(self, pool: AsyncConnectionPool[Conn]) -> None:
         self._pool = pool
@@ -71,7 +74,11 @@ class FeedReads:
         self, scope: list[str] | None, after: int, upto: int, rows: int
     ) -> tuple[list[FeedItem], int]:
         """Entries of `scope` (None: all) at positions in (after, upto], in order, at most
-        `rows`; and the position read up to (past entries outside the scope)."""
+        `rows`; and the position read up to (past entries outside the scope). A scoped page
+        looks at no more than `SCOPED_SCAN_MAX` positions, so that a credential whose
+        accounts are rare cannot make one query read the whole feed."""
+        if scope is not None:
+            upto = min(upto, after + SCOPED_SCAN_MAX)
         params = {"after": after, "upto": upto, "rows": rows, "scope": scope}
         query = _FEED_PAGE if scope is None else _SCOPED_FEED_PAGE
         async with self._pool.connection() as conn:

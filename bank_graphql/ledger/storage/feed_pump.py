@@ -25,7 +25,7 @@ async def sequence_forever(reads: FeedReads, limits: LiveLimits, wake: asyncio.E
     batch); wake the local reader when any got one."""
     while True:
         try:
-            added = await reads.sequence(limits.page_rows)
+            added = await reads.sequence(limits.sequence_rows)
         except LedgerError as exc:
             log.warning("live feed: sequencing failed, will retry: %s", exc)
             await asyncio.sleep(_RETRY_S)
@@ -37,7 +37,7 @@ async def sequence_forever(reads: FeedReads, limits: LiveLimits, wake: asyncio.E
             continue
         if added:
             wake.set()
-        if added < limits.page_rows:
+        if added < limits.sequence_rows:
             await asyncio.sleep(limits.sequence_interval_s)
 
 
