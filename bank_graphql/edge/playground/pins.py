@@ -33,6 +33,11 @@ class Pin:
         basename = self.package.rsplit("/", 1)[-1]
         return f"{REGISTRY}/{self.package}/-/{basename}-{self.version}.tgz"
 
+    @property
+    def packed_name(self) -> str:
+        """The tarball's name as `npm pack <package>@<version>` writes it."""
+        return f"{self.package.lstrip('@').replace('/', '-')}-{self.version}.tgz"
+
 
 # GraphiQL 3 is the last major with UMD builds (plain files a page loads with <script>);
 # the explorer 3.2.5 is the one made for the @graphiql/react (0.28) that GraphiQL 3.8.3 bundles.
@@ -105,11 +110,11 @@ def fetch_assets(folder: Path = STATIC) -> bool:
 def _tarball(pin: Pin) -> bytes:
     local = os.environ.get(TARBALLS_ENV)
     if local:
-        path = Path(local) / pin.tarball_url.rsplit("/", 1)[-1]
-        try:
-            return path.read_bytes()
-        except OSError as exc:
-            raise PlaygroundFetchError(f"{TARBALLS_ENV}: cannot read {path}: {exc}") from None
+        names = dict.fromkeys((pin.packed_name, pin.tarball_url.rsplit("/", 1)[-1]))
+        for name in names:
+            if (Path(local) / name).is_file():
+                return (Path(local) / name).read_bytes()
+        raise PlaygroundFetchError(f"{TARBALLS_ENV}: no {' or '.join(names)} in {local}")
     try:
         with urllib.request.urlopen(pin.tarball_url, timeout=60) as response:  # noqa: S310
             body: bytes = response.read()
@@ -118,8 +123,8 @@ def _tarball(pin: Pin) -> bytes:
         raise PlaygroundFetchError(
             f"cannot download {pin.tarball_url} ({exc}). The GraphiQL playground's files are "
             f"fetched from the npm registry when the package is built. Without access to it, "
-            f"put the pinned tarballs ({', '.join(_basenames())}) into a folder and set "
-            f"{TARBALLS_ENV} to it."
+            f"put the pinned tarballs ({', '.join(p.packed_name for p in PINS)}, as "
+            f"`npm pack` names them) into a folder and set {TARBALLS_ENV} to it."
         ) from None
 
 
@@ -145,10 +150,6 @@ def _unpack(pin: Pin, tarball: bytes, folder: Path) -> None:
             if extracted is None:
                 raise PlaygroundFetchError(f"{pin.package}@{pin.version} has no file {member}")
             (folder / name).write_bytes(extracted.read())
-
-
-def _basenames() -> list[str]:
-    return [pin.tarball_url.rsplit("/", 1)[-1] for pin in PINS]
 
 
 def _read(path: Path) -> str | None:
