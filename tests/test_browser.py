@@ -31,7 +31,14 @@ if not CHROMIUM.exists() and not REQUIRED:
 if not REQUIRED:
     pytest.importorskip("playwright", reason="playwright is not installed (the dev extra)")
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import (  # noqa: E402
+    Browser,
+    BrowserContext,
+    Page,
+    Request,
+    expect,
+    sync_playwright,
+)
 
 QUERY_EDITOR = ".graphiql-query-editor .CodeMirror"
 RESULT = ".graphiql-response"
@@ -82,7 +89,7 @@ class Visit:
 
 @pytest.fixture
 def visit(browser: Browser, artifacts: Path) -> Iterator[Callable[[Server], Visit]]:
-    contexts: list[Any] = []
+    contexts: list[BrowserContext] = []
     visits: list[Visit] = []
 
     def open_page(server: Server) -> Visit:
@@ -92,7 +99,7 @@ def visit(browser: Browser, artifacts: Path) -> Iterator[Callable[[Server], Visi
         seen = Visit(page, server)
         visits.append(seen)
 
-        def record(request: Any) -> None:
+        def record(request: Request) -> None:
             seen.urls.append(request.url)
             if request.method == "POST":
                 seen.authorizations.append(request.headers.get("authorization"))
