@@ -30,6 +30,7 @@ from bank_graphql.edge.http_errors import error_response
 from bank_graphql.edge.http_limits import BodySizeLimit
 from bank_graphql.edge.logs import configure_logging
 from bank_graphql.edge.observability import RequestLog
+from bank_graphql.edge.playground import playground_routes
 from bank_graphql.edge.settings import Settings, settings_from_env
 from bank_graphql.ledger import KeyRing, Ledger, LiveFeed, Operation, Sweeper, open_pool
 
@@ -132,6 +133,7 @@ def create_app(settings: Settings) -> Starlette:
             # Route, not Mount: a Mount would redirect /graphql to /graphql/.
             Route("/graphql", endpoint),
             WebSocketRoute("/graphql", endpoint),
+            *playground_routes(settings.graphiql),
             Route("/health", health),
             Route("/metrics", prometheus_metrics),
             WebSocketRoute("/{path:path}", websocket_not_found),

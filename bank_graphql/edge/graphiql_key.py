@@ -1,11 +1,13 @@
-"""The GraphiQL page with a bar at the top to give an API key (or a JWT).
+"""The bar at the top of the GraphiQL page where an API key (or a JWT) is given.
 
 The key is kept in the tab's sessionStorage (gone when the tab closes) and sent as
 `Authorization: Bearer <key>` with every request the page makes, and in the websocket's
-`connection_init` payload. A header set in GraphiQL's own Headers editor wins.
+`connection_init` payload. A header set in GraphiQL's own Headers editor wins. The page
+(edge/playground/page.py) hands `bankFetch` and `bankConnectionParams` to its fetcher, and
+makes a new fetcher on the `bank-key-change` event.
 """
 
-_BAR = """
+KEY_BAR = """
     <style>
       #bank-key-bar { height: 36px; box-sizing: border-box; display: flex; gap: 8px;
         align-items: center; padding: 4px 12px; font: 14px sans-serif;
@@ -32,6 +34,10 @@ _BAR = """
           sessionStorage.setItem("bankApiKey", input.value.trim());
           show();
         });
+        // On Enter or leaving the field: the page fetches the schema again with the key.
+        input.addEventListener("change", function () {
+          window.dispatchEvent(new Event("bank-key-change"));
+        });
       })();
       function bankAuthorization() {
         const key = sessionStorage.getItem("bankApiKey");
@@ -48,25 +54,10 @@ _BAR = """
         return window.fetch(url, init);
       }
       function bankConnectionParams() {
-        const authorization = bankAuthorization();
-        return authorization ? { Authorization: authorization } : {};
+        // GraphiQL copies this object for each subscription (a function would be lost in the
+        // copy): the getter reads the key then. Undefined is left out of the JSON.
+        return {
+          get Authorization() { return bankAuthorization() || undefined; },
+        };
       }
     </script>"""
-
-_FETCHER_ANCHOR = """        headers: defaultHeaders,
-        subscriptionUrl,
-"""
-_FETCHER_WITH_KEY = """        headers: defaultHeaders,
-        subscriptionUrl,
-        fetch: bankFetch,
-        wsConnectionParams: bankConnectionParams,
-"""
-
-
-def with_key_bar(page: str) -> str:
-    """Strawberry's GraphiQL page with the key bar; ValueError when the page is not the one
-    this was written for (a Strawberry upgrade changed it)."""
-    if "<body>" not in page or _FETCHER_ANCHOR not in page:
-        raise ValueError("the GraphiQL page has changed: edge/graphiql_key.py must follow")
-    page = page.replace("<body>", "<body>" + _BAR, 1)
-    return page.replace(_FETCHER_ANCHOR, _FETCHER_WITH_KEY, 1)

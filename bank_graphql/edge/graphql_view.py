@@ -6,7 +6,7 @@ from typing import Any
 
 from cross_web import HTTPException
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -25,7 +25,6 @@ from bank_graphql.edge.auth import (
     authorization_header,
     unauthenticated_response,
 )
-from bank_graphql.edge.graphiql_key import with_key_bar
 from bank_graphql.edge.graphql_ws import (
     CONNECTION_INIT_TIMEOUT_S,
     OPERATIONS_PER_CONNECTION_MAX,
@@ -33,6 +32,7 @@ from bank_graphql.edge.graphql_ws import (
     WebSocketAdapter,
 )
 from bank_graphql.edge.http_errors import dump_json, error_response, load_json, record_disconnect
+from bank_graphql.edge.playground import playground_page
 
 # The media type of a GraphQL-over-HTTP POST body (parameters such as charset aside).
 _JSON_MEDIA_TYPE = "application/json"
@@ -57,7 +57,6 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             connection_init_wait_timeout=timedelta(seconds=CONNECTION_INIT_TIMEOUT_S),
             max_subscriptions_per_connection=OPERATIONS_PER_CONNECTION_MAX,
         )
-        self._ide_page: str | None = None
 
     async def get_context(
         self,
@@ -69,9 +68,7 @@ class GraphQLEndpoint(GraphQL[Context, None]):
         return Context(ledger=request.app.state.ledger, principal=principal)
 
     async def render_graphql_ide(self, request: Request) -> Response:  # noqa: ARG002
-        if self._ide_page is None:
-            self._ide_page = with_key_bar(self.graphql_ide_html)
-        return HTMLResponse(self._ide_page)
+        return playground_page()
 
     async def process_result(
         self,
