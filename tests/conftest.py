@@ -20,6 +20,7 @@ from bank_graphql.edge.settings import Settings
 from bank_graphql.ledger import (
     ClockMode,
     KeyRingLimits,
+    LiveLimits,
     Role,
     audit_books,
     create_api_key,
@@ -132,6 +133,7 @@ async def issue_key(
 
 
 QUIET_KEY_RING = KeyRingLimits(poll_interval_s=3600, last_used_write_interval_s=3600)
+QUIET_LIVE = LiveLimits(sequence_interval_s=3600, wake_interval_s=3600)
 
 
 async def admin_headers(database_url: str) -> dict[str, str]:
@@ -144,8 +146,9 @@ async def make_client(database_url: str) -> AsyncIterator[MakeClient]:
     """Start the app (its lifespan, pool and all) with the given settings; stop it after.
     Access control is on: the client sends an ADMIN key made for it (`key=` another one,
     `key=None` none). Like the sweeper, the key ring's background work is slowed to a
-    crawl (keys are read at start, and again when an unknown key is seen): tests counting
-    round trips see only their own; `key_ring=KeyRingLimits()` restores it."""
+    crawl (keys are read at start, and again when an unknown key is seen), and so is the
+    live feed's sequencing: tests counting round trips see only their own;
+    `key_ring=KeyRingLimits()` and `live=LiveLimits()` restore them."""
     stacks: list[Any] = []
     admin_key = await issue_key(database_url)
 
@@ -157,6 +160,7 @@ async def make_client(database_url: str) -> AsyncIterator[MakeClient]:
             clock=clock,
             sweeper_enabled=False,
             key_ring=QUIET_KEY_RING,
+            live=QUIET_LIVE,
         )
         for name, value in overrides.items():
             settings = _replace(settings, name, value)

@@ -12,6 +12,7 @@ from psycopg import AsyncConnection, errors
 
 from bank_graphql.ledger.domain.errors import LedgerError
 from bank_graphql.ledger.domain.live import LiveLimits
+from bank_graphql.ledger.storage.database import Conn
 from bank_graphql.ledger.storage.feed import FeedReads
 
 log = logging.getLogger(__name__)
@@ -24,38 +25,44 @@ async def sequence_forever(reads: FeedReads, limits: LiveLimits, wake: asyncio.E
     """Give positions to new entries every `sequence_interval_s` (at once again after a full
     batch); wake the local reader when any got one."""
     while True:
+        await asyncio.sleep(limits.sequence_interval_s)
         try:
-            added = await reads.sequence(limits.sequence_rows)
+            while (added := await reads.sequence(limits.sequence_rows)) > 0:
+                wake.set()
+                if added < limits.sequence_rows:
+                    break
         except LedgerError as exc:
             log.warning("live feed: sequencing failed, will retry: %s", exc)
             await asyncio.sleep(_RETRY_S)
-            continue
         except Exception:
             # Whatever went wrong, the next round runs: a dead sequencer stops every feed.
             log.exception("live feed: sequencing failed, will retry")
             await asyncio.sleep(_RETRY_S)
-            continue
-        if added:
-            wake.set()
-        if added < limits.sequence_rows:
-            await asyncio.sleep(limits.sequence_interval_s)
 
 
-async def listen_forever(database_url: str, wake: asyncio.Event) -> None:
-    """LISTEN on a connection of its own; every notification (and every reconnect, after
-    which some may have been missed) wakes the reader."""
+async def listening(database_url: str) -> Conn:
+    """A connection of its own (not the pool's) that LISTENs for the feed's notifications."""
+    conn = await AsyncConnection.connect(
+        database_url, autocommit=True, application_name="bank-graphql-listener"
+    )
+    await conn.execute(f"LISTEN {CHANNEL}")
+    return conn
+
+
+async def listen_forever(database_url: str, wake: asyncio.Event, conn: Conn | None) -> None:
+    """Wake the reader on every notification on `conn`, and on every reconnect (some may
+    have been missed meanwhile)."""
     while True:
         try:
-            conn = await AsyncConnection.connect(
-                database_url, autocommit=True, application_name="bank-graphql-listener"
-            )
-            async with conn:
-                await conn.execute(f"LISTEN {CHANNEL}")
+            if conn is None:
+                conn = await listening(database_url)
                 wake.set()
+            async with conn:
                 async for _ in conn.notifies():
                     wake.set()
         except (errors.Error, OSError) as exc:
             log.warning("live feed: listener connection lost, will reconnect: %s", exc)
+        conn = None
         await asyncio.sleep(_RETRY_S)
 
 

@@ -30,7 +30,12 @@ from bank_graphql.ledger.domain.live import (
 from bank_graphql.ledger.domain.models import Entry
 from bank_graphql.ledger.storage.database import Conn
 from bank_graphql.ledger.storage.feed import FeedReads
-from bank_graphql.ledger.storage.feed_pump import listen_forever, read_forever, sequence_forever
+from bank_graphql.ledger.storage.feed_pump import (
+    listen_forever,
+    listening,
+    read_forever,
+    sequence_forever,
+)
 
 
 class _Subscriber:
@@ -93,9 +98,10 @@ class LiveFeed:
         return len(self._all) + sum(len(s) for s in self._by_account.values())
 
     async def start(self, *, sequence: bool = True) -> None:
+        listener = await listening(self._url)
         self._position = await self._reads.end()
         loops = [
-            listen_forever(self._url, self._wake),
+            listen_forever(self._url, self._wake, listener),
             read_forever(self._catch_up, self._limits, self._wake),
         ]
         if sequence:
