@@ -30,7 +30,7 @@ from tests.test_websocket import PROTOCOL, counter, subscribe, ws_url
 
 BUFFER = 256
 BATCH = [("s-a", "s-b", 1), ("s-b", "s-a", 1)] * 16  # 64 entries, well under the buffer
-BATCHES = 40  # well past what the sockets between the server and the stalled client hold
+BATCHES = 100  # well past what the sockets between the server and the stalled client hold
 OPEN_GAUGE = "bank_graphql_subscriptions_open"
 
 

@@ -29,6 +29,10 @@ class HttpLimits:
     """Open connections, websockets included; kept below the open-files limit at start."""
     ws_ping_interval_s: float = 20.0
     ws_ping_timeout_s: float = 20.0
+    send_buffer_bytes: int = 131_072
+    """The kernel's send buffer of each connection (Linux doubles it for bookkeeping): what
+    a client that stops reading makes the server hold. Left to itself the kernel grows it to
+    megabytes, and a subscriber that stops reading would take long to count as too slow."""
 
     def __post_init__(self) -> None:
         for limit in fields(self):

@@ -12,6 +12,7 @@ connection closed at its head deadline, so the client reads the answer rather th
 import asyncio
 import logging
 import resource
+import socket
 from dataclasses import replace
 from typing import Any
 
@@ -51,6 +52,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.limits.send_buffer_bytes)
         if len(self.connections) > self.limits.connections_max:
             self._answer(
                 503, ErrorCode.TOO_MANY_CONNECTIONS, "too many open connections; retry shortly"
