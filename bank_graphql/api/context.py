@@ -38,8 +38,12 @@ class Context:
 
     ledger: Ledger
     principal: Principal
+    streaming: bool = False
+    """Over a WebSocket, where subscriptions can run (not over HTTP)."""
     live: bool = False
     """Set by a subscription: its operation runs until the client completes it or leaves."""
+    ended: bool = False
+    """Set when the client completed the operation before its subscription started."""
     _reads: _Reads | None = None
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)

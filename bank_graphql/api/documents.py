@@ -19,6 +19,7 @@ from graphql import (
     GraphQLError,
     GraphQLSchema,
     OperationDefinitionNode,
+    OperationType,
     validate,
 )
 from strawberry.extensions import SchemaExtension
@@ -27,6 +28,7 @@ from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 from strawberry.types import ExecutionContext
 
 from bank_graphql.api.codes import ErrorCode
+from bank_graphql.api.context import Context
 
 DOCUMENT_CACHE_BYTES_MAX = 32 * 1024 * 1024
 CACHED_DOCUMENT_BYTES_MAX = 1024 * 1024
@@ -116,7 +118,9 @@ class CachedDocuments(SchemaExtension):
             errors = self._validate(context.schema._schema, context.graphql_document)
             if entry is not None:
                 entry.errors = errors
-        context.pre_execution_errors = errors + _unnamed_choice(context)
+        context.pre_execution_errors = (
+            errors + _unnamed_choice(context) + _subscription_without_socket(context)
+        )
         yield
 
     def _validate(self, schema: GraphQLSchema, document: DocumentNode) -> list[GraphQLError]:
@@ -138,4 +142,23 @@ def _unnamed_choice(context: ExecutionContext) -> list[GraphQLError]:
     if len(operations) < 2:
         return []
     message = "Must provide operation name if query contains multiple operations."
+    return [GraphQLError(message, extensions={"code": ErrorCode.BAD_REQUEST.value})]
+
+
+def _subscription_without_socket(context: ExecutionContext) -> list[GraphQLError]:
+    """A subscription runs over the WebSocket only; over HTTP it is the client's mistake."""
+    document = context.graphql_document
+    request = context.context
+    if document is None or not isinstance(request, Context) or request.streaming:
+        return []
+    name = getattr(context, "_provided_operation_name", None)
+    chosen = [
+        d
+        for d in document.definitions
+        if isinstance(d, OperationDefinitionNode)
+        and (name is None or (d.name is not None and d.name.value == name))
+    ]
+    if not any(d.operation is OperationType.SUBSCRIPTION for d in chosen):
+        return []
+    message = "subscriptions are served over WebSocket (graphql-transport-ws) at this URL"
     return [GraphQLError(message, extensions={"code": ErrorCode.BAD_REQUEST.value})]

@@ -53,9 +53,11 @@ class Subscription:
     ) -> AsyncGenerator[Edge[LedgerEntry], None]:
         context = info.context
         context.live = True
+        if context.ended:
+            return
         key = None if after is None else cursors.entry_key(after)
         if not is_account_id(account_id):
-            raise ApiError(ErrorCode.ACCOUNT_NOT_FOUND, f"no account with id {account_id!r}")
+            raise ApiError(ErrorCode.ACCOUNT_NOT_FOUND, "no account with this id")
         source = context.ledger.live.account_entries(context.principal, str(account_id), key)
         async with aclosing(_coded(source)) as events:
             async for entry in events:
@@ -72,6 +74,8 @@ class Subscription:
     ) -> AsyncGenerator[Edge[LedgerEntry], None]:
         context = info.context
         context.live = True
+        if context.ended:
+            return
         position = None if after is None else cursors.feed_key(after)
         source = context.ledger.live.entries(context.principal, position)
         async with aclosing(_coded(source)) as events:

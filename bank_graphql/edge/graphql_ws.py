@@ -156,6 +156,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.running: set[asyncio.Task[None]] = set()
+        self.cancelled: set[asyncio.Task[None]] = set()
+        """Running tasks already cancelled: they end at once and hold no slot."""
         self.contexts: dict[str, Context] = {}
         self.credential: Credential | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -221,7 +223,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         refusal = None
         if not operation.query:  # as HTTP words it
             refusal = _error(ErrorCode.BAD_REQUEST, "No GraphQL query found in the request")
-        elif len(self.running) >= OPERATIONS_PER_CONNECTION_MAX:
+        elif len(self.running - self.cancelled) >= OPERATIONS_PER_CONNECTION_MAX:
             refusal = _error(
                 ErrorCode.TOO_MANY_OPERATIONS,
                 f"at most {OPERATIONS_PER_CONNECTION_MAX} operations run at once on one "
@@ -234,9 +236,12 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         operation.task = asyncio.create_task(self.run_operation(operation))
         self.running.add(operation.task)
         operation.task.add_done_callback(self.running.discard)
+        operation.task.add_done_callback(self.cancelled.discard)
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
-        context = Context(ledger=self.context.ledger, principal=self.context.principal)
+        context = Context(
+            ledger=self.context.ledger, principal=self.context.principal, streaming=True
+        )
         self.contexts[operation.id] = context
         try:
             source = await self.schema.stream(
@@ -280,10 +285,17 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             self._end_if_live(operation)
 
     def _end_if_live(self, operation: Operation[Context, None]) -> None:
-        """A subscription never ends by itself: stop it (its generators' `finally` runs)."""
+        """A subscription never ends by itself: stop it (its generators' `finally` runs).
+        An operation not started yet is not started at all; one whose subscription has not
+        begun ends as soon as it does."""
         context = self.contexts.get(operation.id)
-        if context is not None and context.live and operation.task is not None:
+        if operation.task is None:
+            return
+        if context is None or context.live:
             operation.task.cancel()
+            self.cancelled.add(operation.task)
+        else:
+            context.ended = True
 
     async def shutdown(self) -> None:
         if self._watch is not None:
