@@ -29,6 +29,7 @@ from bench.options import DEFAULT_DATABASE_URL, DEFAULT_RESULTS, _names
 from bench.run import EXPORTED_TREE_ENV, _guarded, reexec_on_exported_tree
 
 CELLS = ("throughput", "latency", "idle")
+RESULTS = DEFAULT_RESULTS.parent / "live.jsonl"
 REACHED = 0.95  # a latency cell reached its rate when it committed this share of it
 
 
@@ -68,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-log-level", default="warning")
     p.add_argument("--quiet-cores", type=float, default=0.0)
     p.add_argument("--quiet-wait-s", type=float, default=120.0)
-    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="JSON lines, appended")
+    p.add_argument("--results", type=Path, default=RESULTS, help="JSON lines, appended")
     return p
 
 

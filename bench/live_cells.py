@@ -27,6 +27,7 @@ IDLE_DEPOSIT = 1
 SUBSCRIBED_TIMEOUT_S = 120.0
 WARM_TIMEOUT_S = 120.0
 RESULT_GRACE_S = 120.0
+WARM_ROUND_S = 3.0  # between two rounds of warm-up writes to the subscriptions still cold
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,30 +60,38 @@ class FeedProc:
         return 0.0
 
 
-def _start_feeds(
-    ctx: Context, cell: LiveCell, base_url: str, ids: tuple[str, ...]
-) -> list[FeedProc]:
+def _feed_configs(
+    ctx: Context, cell: LiveCell, base_url: str, ids: tuple[str, ...], idle: bool
+) -> list[FeedConfig]:
+    """The idle subscriptions' process, or the active ones spread over --feed-procs."""
     header = auth.headers().get("Authorization")
     ws_url = base_url.replace("http://", "ws://") + "/graphql"
+    if idle:
+        subs = tuple(_idle_ids(cell.idle_subs))
+        return [FeedConfig(ws_url, header, subs, IDLE_PER_CONNECTION, FIRST_AMOUNT)] if subs else []
     active: list[str | None] = [None] * cell.ledger_subs
     active += [ids[i % len(ids)] for i in range(cell.account_subs)]
     procs = max(1, ctx.args.feed_procs)
-    configs = [
-        (FeedConfig(ws_url, header, tuple(active[n::procs]), 1, FIRST_AMOUNT), False)
+    return [
+        FeedConfig(ws_url, header, tuple(active[n::procs]), 1, FIRST_AMOUNT)
         for n in range(procs)
         if active[n::procs]
     ]
-    if cell.idle_subs:
-        idle = tuple(_idle_ids(cell.idle_subs))
-        configs.append((FeedConfig(ws_url, header, idle, IDLE_PER_CONNECTION, FIRST_AMOUNT), True))
+
+
+def _start_feeds(
+    configs: list[FeedConfig], idle: bool, stack: contextlib.ExitStack
+) -> list[FeedProc]:
     spawn = multiprocessing.get_context("spawn")
-    feeds = []
-    for config, is_idle in configs:
+    feeds: list[FeedProc] = []
+    stack.callback(_stop_feeds, feeds)
+    for config in configs:
         parent, child = spawn.Pipe()
         proc = spawn.Process(target=feed_main, args=(child, config), daemon=True)
         proc.start()
         child.close()
-        feeds.append(FeedProc(proc, parent, is_idle))
+        feeds.append(FeedProc(proc, parent, idle))
+    _wait_subscribed(feeds)
     return feeds
 
 
@@ -139,7 +148,7 @@ def _warm_up(feeds: list[FeedProc], base_url: str, ids: tuple[str, ...]) -> tupl
         pairs = [(ids[-1] if target != ids[-1] else ids[0], target) for target in cold]
         done = run_async(warm_writes(base_url, pairs, idle))
         transfers, deposits = transfers + done[0], deposits + done[1]
-        time.sleep(1.0)
+        time.sleep(WARM_ROUND_S)
     raise RuntimeError("subscriptions did not all wake in time")
 
 
@@ -174,10 +183,12 @@ def live_cell(ctx: Context, cell: LiveCell) -> dict[str, Any]:
         run_async(load.open_accounts(base_url, ids, args.deposit))
         if cell.idle_subs:
             run_async(load.open_accounts(base_url, tuple(_idle_ids(cell.idle_subs)), IDLE_DEPOSIT))
-        feeds = _start_feeds(ctx, cell, base_url, ids)
-        stack.callback(_stop_feeds, feeds)
-        _wait_subscribed(feeds)
-        warm_transfers, warm_deposits = _warm_up(feeds, base_url, ids)
+        # Idle ones first: their warm-up deposits then reach no ledgerEntries subscriber.
+        idle = _start_feeds(_feed_configs(ctx, cell, base_url, ids, True), True, stack)
+        _, warm_deposits = _warm_up(idle, base_url, ids)
+        active = _start_feeds(_feed_configs(ctx, cell, base_url, ids, False), False, stack)
+        warm_transfers, _ = _warm_up(active, base_url, ids)
+        feeds = idle + active
         quiet = quiet_machine(args)
         meter = CpuMeter(server.pids(), database=database_name(db))
         meter.start()
@@ -238,12 +249,14 @@ def _row(
             "auth": ctx.args.auth,
             **summary,
             "late_requests": writes.late,
+            "unsent_requests": writes.unsent,
             "lag_max_ms": round(writes.lag_max_s * 1000, 1),
             "delivery_ms": delivery,
             "deliveries": len(latencies),
             **totals,
             "feed_errors": feed_errors,
             "ended_subs": sum(r["ended"] for r in results),
+            "resumes": sum(r["resumes"] for r in results),
             "idle_events": sum(r["events"] for r in results if r["idle"]),
             **books.as_dict(),
             "ledger_matches_answers": counted,

@@ -32,9 +32,13 @@ PROTOCOL = "graphql-transport-ws"
 CONNECT_CONCURRENCY = 20
 WARM_TIMEOUT_S = 90.0
 STATUS_EVERY_S = 0.5
-NODE = "node { id amount kind }"
-LEDGER = f"subscription Ledger {{ ledgerEntries {{ {NODE} }} }}"
-ACCOUNT = f"subscription Account($a: ID!) {{ accountEntries(accountId: $a) {{ {NODE} }} }}"
+SLOW = "SUBSCRIBER_TOO_SLOW"
+EDGE = "cursor node { id amount kind }"
+LEDGER = f"subscription L($after: String) {{ ledgerEntries(after: $after) {{ {EDGE} }} }}"
+ACCOUNT = (
+    "subscription A($a: ID!, $after: String)"
+    f" {{ accountEntries(accountId: $a, after: $after) {{ {EDGE} }} }}"
+)
 Commits = dict[int, tuple[float, str | None, str, str]]
 
 
@@ -57,6 +61,9 @@ class Feed:
     out_ids: list[str] = field(default_factory=list)  # of TRANSFER_OUT events, in order
     errors: Counter[str] = field(default_factory=Counter)
     ended: set[int] = field(default_factory=set)
+    current: list[str] = field(default_factory=list)  # each sub's operation id
+    cursors: list[str | None] = field(default_factory=list)  # of its last event
+    resumes: int = 0
     last_event: float = 0.0
     sockets: list[aiohttp.ClientWebSocketResponse] = field(default_factory=list)
 
@@ -68,18 +75,28 @@ class Feed:
             return '{"type":"pong"}'
         if kind not in ("next", "error", "complete"):
             return None
-        sub = int(message["id"])
+        operation = message["id"]
+        sub = int(operation.split(".")[0])
+        if operation != self.current[sub]:
+            return None  # the end of an operation already resumed
         payload = message.get("payload")
         if kind == "error" or (kind == "next" and payload.get("errors")):
             errors = payload if kind == "error" else payload["errors"]
-            code = ((errors[0] or {}).get("extensions") or {}).get("code", "NO_CODE")
-            self.errors[str(code)] += 1
+            code = str(((errors[0] or {}).get("extensions") or {}).get("code", "NO_CODE"))
+            self.errors[code] += 1
+            if code == SLOW:
+                # What a client does (LIVE.md): resume from its last cursor, lose nothing.
+                self.resumes += 1
+                self.current[sub] = f"{sub}.{self.resumes}"
+                return self.subscribe(sub)
             self.ended.add(sub)
             return None
         if kind == "complete":
             self.ended.add(sub)
             return None
-        node = next(iter(payload["data"].values()))["node"]
+        edge = next(iter(payload["data"].values()))
+        self.cursors[sub] = edge["cursor"]
+        node = edge["node"]
         amount = int(node["amount"])
         if amount < self.config.warm_below:
             self.warm[sub] = True
@@ -93,6 +110,15 @@ class Feed:
         self.last_event = now
         return None
 
+    def subscribe(self, sub: int) -> str:
+        account, after = self.config.subs[sub], self.cursors[sub]
+        if account is None:
+            payload: dict[str, Any] = {"query": LEDGER, "variables": {"after": after}}
+        else:
+            payload = {"query": ACCOUNT, "variables": {"a": account, "after": after}}
+        message = {"id": self.current[sub], "type": "subscribe", "payload": payload}
+        return orjson.dumps(message).decode()
+
     def cold(self) -> tuple[list[str], int]:
         """Accounts whose subscription saw no warm-up event yet, and cold ledger feeds."""
         accounts = [
@@ -104,14 +130,6 @@ class Feed:
             1 for sub, a in enumerate(self.config.subs) if a is None and not self.warm[sub]
         )
         return accounts, ledger
-
-
-def _subscribe(sub: int, account: str | None) -> str:
-    if account is None:
-        payload: dict[str, Any] = {"query": LEDGER}
-    else:
-        payload = {"query": ACCOUNT, "variables": {"a": account}}
-    return orjson.dumps({"id": str(sub), "type": "subscribe", "payload": payload}).decode()
 
 
 async def _open(
@@ -128,7 +146,7 @@ async def _open(
         if ack.type != aiohttp.WSMsgType.TEXT or orjson.loads(ack.data)["type"] != "connection_ack":
             raise RuntimeError(f"no connection_ack: {ack.type} {ack.data!r}")
         for sub in subs:
-            await ws.send_str(_subscribe(sub, config.subs[sub]))
+            await ws.send_str(feed.subscribe(sub))
     return ws
 
 
@@ -211,11 +229,14 @@ def join(feed: Feed, commits: Commits) -> dict[str, Any]:
         "id_mismatch": id_mismatch,
         "errors": dict(feed.errors),
         "ended": len(feed.ended),
+        "resumes": feed.resumes,
     }
 
 
 async def _serve(conn: Connection, config: FeedConfig) -> None:
-    feed = Feed(config, warm=[False] * len(config.subs))
+    count = len(config.subs)
+    feed = Feed(config, warm=[False] * count, current=[str(n) for n in range(count)])
+    feed.cursors = [None] * count
     groups = [
         list(range(start, min(start + config.per_connection, len(config.subs))))
         for start in range(0, len(config.subs), config.per_connection)

@@ -48,6 +48,7 @@ class Writes:
     commits: Commits = field(default_factory=dict)
     late: int = 0  # open loop: requests that left over LATE_S after their slot
     lag_max_s: float = 0.0
+    unsent: int = 0  # open loop: slots the window passed before a request could leave
 
 
 class Writer:
@@ -101,12 +102,20 @@ class Writer:
                 gate.release()
 
         start = time.monotonic() + 0.02
-        for i in range(int(pacing.rate * pacing.seconds)):
+        end = start + pacing.seconds
+        slots = int(pacing.rate * pacing.seconds)
+        for i in range(slots):
             slot = start + i / pacing.rate
             delay = slot - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+            # A server that falls behind holds IN_FLIGHT_MAX requests: the next ones wait,
+            # and those whose slot the window has passed by are not sent at all.
             await gate.acquire()
+            if time.monotonic() > end:
+                gate.release()
+                self.writes.unsent = slots - i
+                break
             lag = time.monotonic() - slot
             self.writes.late += lag > LATE_S
             self.writes.lag_max_s = max(self.writes.lag_max_s, lag)
