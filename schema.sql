@@ -11,3 +11,4 @@
 \ir bank_graphql/ledger/sql/migrations/0003_write_functions.sql
 \ir bank_graphql/ledger/sql/migrations/0004_mutations.sql
 \ir bank_graphql/ledger/sql/migrations/0005_access.sql
+\ir bank_graphql/ledger/sql/migrations/0006_live_feed.sql

@@ -32,6 +32,9 @@ class ErrorCode(StrEnum):
     URL_TOO_LONG = "URL_TOO_LONG"
     HEADERS_TOO_LARGE = "HEADERS_TOO_LARGE"
     TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
+    # Subscriptions end with these
+    ACCOUNT_NOT_FOUND = "ACCOUNT_NOT_FOUND"
+    SUBSCRIBER_TOO_SLOW = "SUBSCRIBER_TOO_SLOW"
     # WebSocket close codes of `graphql-transport-ws`
     UNAUTHORIZED = "UNAUTHORIZED"
     FORBIDDEN = "FORBIDDEN"

@@ -38,6 +38,8 @@ class Context:
 
     ledger: Ledger
     principal: Principal
+    live: bool = False
+    """Set by a subscription: its operation runs until the client completes it or leaves."""
     _reads: _Reads | None = None
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)

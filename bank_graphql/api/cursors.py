@@ -37,6 +37,11 @@ def entry_key(cursor: str) -> tuple[int, int]:
     return _number(ts, 0, MAX_TIMESTAMP_MS, cursor), _number(entry_id, 1, _ROW_ID_MAX, cursor)
 
 
+def feed_key(cursor: str) -> int:
+    (position,) = _parts("f", cursor, 1)
+    return _number(position, 0, _ROW_ID_MAX, cursor)
+
+
 def payment_key(cursor: str) -> tuple[int]:
     (payment_id,) = _parts("p", cursor, 1)
     return (_number(payment_id, 1, _ROW_ID_MAX, cursor),)

@@ -20,6 +20,7 @@ from bank_graphql.api.limits import QueryLimits, limit_extensions
 from bank_graphql.api.mutation import Mutation
 from bank_graphql.api.query import Query
 from bank_graphql.api.scalars import SCALARS
+from bank_graphql.api.subscription import Subscription
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class BankSchema(strawberry.Schema):
         super().__init__(
             query=Query,
             mutation=Mutation,
+            subscription=Subscription,
             config=StrawberryConfig(scalar_map=SCALARS),
             extensions=[
                 *limit_extensions(limits),

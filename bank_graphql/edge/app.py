@@ -1,5 +1,5 @@
-"""The Starlette application: routes, middleware, and a lifespan that owns the pool and
-the background sweeper."""
+"""The Starlette application: routes, middleware, and a lifespan that owns the pool, the
+background sweeper and the live feeds."""
 
 import logging
 import os
@@ -31,7 +31,7 @@ from bank_graphql.edge.http_limits import BodySizeLimit
 from bank_graphql.edge.logs import configure_logging
 from bank_graphql.edge.observability import RequestLog
 from bank_graphql.edge.settings import Settings, settings_from_env
-from bank_graphql.ledger import KeyRing, Ledger, Operation, Sweeper, open_pool
+from bank_graphql.ledger import KeyRing, Ledger, LiveFeed, Operation, Sweeper, open_pool
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ async def prometheus_metrics(request: Request) -> Response:
     metrics.POOL_AVAILABLE.set(stats.get("pool_available", 0))
     metrics.POOL_WAITING.set(stats.get("requests_waiting", 0))
     metrics.SWEEPER_LAG.set(request.app.state.sweeper.lag_ms / 1000)
+    metrics.SUBSCRIPTIONS_OPEN.set(request.app.state.ledger.live.subscribers)
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -85,14 +86,18 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = await open_pool(settings.database_url, settings.pool)
         sweeper = Sweeper(pool, settings.clock, settings.sweeper)
-        app.state.ledger = Ledger(pool, settings.clock, settings.writes, settings.sweeper)
+        live = LiveFeed(pool, settings.database_url, settings.live)
+        app.state.ledger = Ledger(pool, settings.clock, settings.writes, settings.sweeper, live)
         app.state.sweeper = sweeper
         key_ring = KeyRing(pool, settings.key_ring) if settings.auth else None
         try:
             app.state.authenticator = Authenticator(settings, key_ring)
             if key_ring is not None:
                 await key_ring.start()
+            await live.start()
         except BaseException:
+            if key_ring is not None:
+                await key_ring.stop()
             await pool.close()
             raise
         if settings.sweeper_enabled:
@@ -101,6 +106,7 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             await sweeper.stop()
+            await live.stop()
             if key_ring is not None:
                 await key_ring.stop()
             await pool.close()

@@ -131,6 +131,11 @@ def _error_message(operation_id: str, errors: list[GraphQLError] | None) -> Mess
     return cast(Message, {"id": operation_id, "type": "error", "payload": payload})
 
 
+def _ends_live(context: Context, result: object) -> bool:
+    """A subscription that failed (its source ended with an error) ends with `error`."""
+    return context.live and isinstance(result, ExecutionResult) and result.data is None
+
+
 def _next_message(operation_id: str, result: ExecutionResult) -> Message:
     payload: dict[str, Any] = {"data": result.data}
     if result.errors:
@@ -151,6 +156,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.running: set[asyncio.Task[None]] = set()
+        self.contexts: dict[str, Context] = {}
         self.credential: Credential | None = None
         self._watch: asyncio.Task[None] | None = None
 
@@ -230,27 +236,36 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         operation.task.add_done_callback(self.running.discard)
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
+        context = Context(ledger=self.context.ledger, principal=self.context.principal)
+        self.contexts[operation.id] = context
         try:
             source = await self.schema.stream(
                 operation.query,
                 variable_values=operation.variables,
-                context_value=Context(ledger=self.context.ledger, principal=self.context.principal),
+                context_value=context,
                 operation_name=operation.operation_name,
             )
             # Read the stream to its end, whether or not the client still listens, so that
             # the schema's extensions (the request log line) close as they do over HTTP.
+            final: Message | None = cast(Message, {"id": operation.id, "type": "complete"})
             async with aclosing(source):
                 async for result in source:
-                    if isinstance(result, PreExecutionError):
-                        await self._send(operation, _error_message(operation.id, result.errors))
+                    if isinstance(result, PreExecutionError) or _ends_live(context, result):
+                        # `error` ends the operation: no `complete` follows it.
+                        errors = cast(ExecutionResult, result).errors
+                        await self._send(operation, _error_message(operation.id, errors))
+                        final = None
                     else:  # incremental delivery (@defer, @stream) is not enabled
                         message = _next_message(operation.id, cast(ExecutionResult, result))
                         await self._send(operation, message)
-            await self._send(operation, cast(Message, {"id": operation.id, "type": "complete"}))
+            if final is not None:
+                await self._send(operation, final)
         except Exception:
             log.exception("unexpected error in a websocket operation")
             error = _error(ErrorCode.INTERNAL_SERVER_ERROR, "unexpected error")
             await self._send(operation, _error_message(operation.id, [error]))
+        finally:
+            self.contexts.pop(operation.id, None)
 
     async def _send(self, operation: Operation[Context, None], message: Message) -> None:
         try:
@@ -262,13 +277,20 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         operation = self.operations.pop(operation_id, None)
         if operation is not None:
             operation.completed = True  # send nothing more; the id is free again
+            self._end_if_live(operation)
+
+    def _end_if_live(self, operation: Operation[Context, None]) -> None:
+        """A subscription never ends by itself: stop it (its generators' `finally` runs)."""
+        context = self.contexts.get(operation.id)
+        if context is not None and context.live and operation.task is not None:
+            operation.task.cancel()
 
     async def shutdown(self) -> None:
         if self._watch is not None:
             self._watch.cancel()
             with suppress(asyncio.CancelledError):
                 await self._watch
-        await super().shutdown()
+        await super().shutdown()  # cleanup_operation for each: subscriptions are cancelled
         for task in list(self.running):
             with suppress(Exception, asyncio.CancelledError):
                 await task

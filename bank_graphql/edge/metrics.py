@@ -37,3 +37,8 @@ SWEEPER_LAG = Gauge(
     "How long the oldest due cashback had waited when the last sweep began",
     registry=REGISTRY,
 )
+SUBSCRIPTIONS_OPEN = Gauge(
+    "bank_graphql_subscriptions_open",
+    "Subscriptions open in this process (live feeds)",
+    registry=REGISTRY,
+)

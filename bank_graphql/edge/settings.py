@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 
 from bank_graphql.api.limits import QueryLimits
 from bank_graphql.edge.http_limits import HttpLimits
-from bank_graphql.ledger import ClockMode, KeyRingLimits, PoolLimits, SweepLimits, WriteLimits
+from bank_graphql.ledger import (
+    ClockMode,
+    KeyRingLimits,
+    LiveLimits,
+    PoolLimits,
+    SweepLimits,
+    WriteLimits,
+)
 
 BODY_BYTES_MAX_DEFAULT = 1_048_576
 
@@ -52,6 +59,7 @@ class Settings:
     """Access control; off, every request is ADMIN as `anonymous`."""
     jwt: JwtSettings = field(default_factory=JwtSettings)
     key_ring: KeyRingLimits = field(default_factory=KeyRingLimits)
+    live: LiveLimits = field(default_factory=LiveLimits)
 
 
 def _flag(value: str) -> bool:
@@ -93,6 +101,7 @@ def settings_from_env(environ: Mapping[str, str] = os.environ) -> Settings:
         return environ.get(name) or str(default)
 
     pool, sweeper, queries, http = PoolLimits(), SweepLimits(), QueryLimits(), HttpLimits()
+    live = LiveLimits()
     database_url = environ.get("DATABASE_URL")
     if not database_url:
         raise RuntimeError("DATABASE_URL is not set (`bank-graphql serve` sets it for you)")
@@ -137,4 +146,5 @@ def settings_from_env(environ: Mapping[str, str] = os.environ) -> Settings:
         cors_origins=tuple(o.strip() for o in get("BANK_CORS_ORIGINS", "").split(",") if o.strip()),
         auth=auth_from_env(environ),
         jwt=jwt_from_env(environ),
+        live=LiveLimits(buffer_max=max(1, int(get("BANK_SUBSCRIBER_BUFFER", live.buffer_max)))),
     )

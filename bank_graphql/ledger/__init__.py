@@ -10,6 +10,7 @@ from bank_graphql.ledger.domain.access import (
 )
 from bank_graphql.ledger.domain.clock import ClockMode
 from bank_graphql.ledger.domain.errors import DatabaseBusy, DatabaseUnavailable, LedgerError
+from bank_graphql.ledger.domain.live import EndReason, LiveLimits, SubscriptionEnded
 from bank_graphql.ledger.domain.models import (
     Account,
     BatchOutcome,
@@ -45,6 +46,7 @@ from bank_graphql.ledger.storage.database import (
 from bank_graphql.ledger.storage.idempotency import RETENTION_DAYS_MIN
 from bank_graphql.ledger.storage.key_ring import KeyRing, KeyRingLimits
 from bank_graphql.ledger.storage.keyset import PageRequest
+from bank_graphql.ledger.storage.live import LiveFeed
 from bank_graphql.ledger.storage.migrations import (
     DatabaseTooNew,
     MigrationReport,
@@ -70,12 +72,15 @@ __all__ = [
     "DatabaseBusy",
     "DatabaseTooNew",
     "DatabaseUnavailable",
+    "EndReason",
     "Entry",
     "EntryKind",
     "KeyRing",
     "KeyRingLimits",
     "Ledger",
     "LedgerError",
+    "LiveFeed",
+    "LiveLimits",
     "MigrationReport",
     "MigrationsPending",
     "Operation",
@@ -90,6 +95,7 @@ __all__ = [
     "SchemaVersionError",
     "Snapshot",
     "Spender",
+    "SubscriptionEnded",
     "SweepLimits",
     "Sweeper",
     "TransferRequest",

@@ -23,6 +23,7 @@ from bank_graphql.ledger.domain.refusals import Refusal, RefusalCode
 from bank_graphql.ledger.storage import clock, writes
 from bank_graphql.ledger.storage.cashback import SweepLimits
 from bank_graphql.ledger.storage.database import Conn, ping
+from bank_graphql.ledger.storage.live import LiveFeed
 from bank_graphql.ledger.storage.reads import Snapshot, settle_due_then_snapshot
 from bank_graphql.ledger.storage.writes import BatchAborted, RetryLimits, jsonb
 
@@ -54,12 +55,21 @@ class Ledger:
         clock: ClockMode,
         limits: WriteLimits | None = None,
         sweep_limits: SweepLimits | None = None,
+        live: LiveFeed | None = None,
     ) -> None:
         self.pool = pool
+        self._live = live
         self.clock = clock
         self._limits = limits or WriteLimits()
         self._retry = RetryLimits(self._limits.retries_max, self._limits.retry_backoff_ms)
         self.sweep_limits = sweep_limits or SweepLimits()
+
+    @property
+    def live(self) -> LiveFeed:
+        """The live feeds of this process (subscriptions)."""
+        if self._live is None:
+            raise RuntimeError("this ledger was made without live feeds")
+        return self._live
 
     async def ping(self, timeout_s: float = 2.0) -> bool:
         """Does the database answer within `timeout_s`?"""

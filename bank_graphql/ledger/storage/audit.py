@@ -66,6 +66,22 @@ _CHECKS: dict[str, str] = {
           AND NOT EXISTS (SELECT 1 FROM entries e
                           WHERE e.payment_id = p.id AND e.kind = 'CASHBACK')
         LIMIT 20""",
+    "entry missing from the live feed": """
+        SELECT 'entry ' || e.id FROM entries e, feed_state s
+        WHERE (e.xid IS NULL OR e.xid < s.horizon)
+          AND NOT EXISTS (SELECT FROM feed f WHERE f.entry_id = e.id)
+        LIMIT 20""",
+    "live feed positions not 1..last without gaps": """
+        SELECT format('%s positions, highest %s, last handed out %s', n, top, s.last_position)
+        FROM (SELECT count(*) AS n, coalesce(max(position), 0) AS top FROM feed) AS f,
+             feed_state s
+        WHERE n <> top OR top <> s.last_position""",
+    "live feed out of an account's order": """
+        SELECT account_id || ' entry ' || id FROM (
+            SELECT e.account_id, e.id,
+                   lag(e.id) OVER (PARTITION BY e.account_id ORDER BY f.position) AS prev_id
+            FROM feed f JOIN entries e ON e.id = f.entry_id
+        ) AS t WHERE id < prev_id LIMIT 20""",
 }
 
 
