@@ -27,6 +27,8 @@ IDLE_DEPOSIT = 1
 SUBSCRIBED_TIMEOUT_S = 120.0
 WARM_TIMEOUT_S = 120.0
 RESULT_GRACE_S = 120.0
+DRAIN_QUIET_S = 5.0  # a feed with nothing new for this long has delivered what it will
+IDLE_WINDOW_S = 2.0  # server CPU measured with the subscriptions open and no writes
 WARM_ROUND_S = 3.0  # between two rounds of warm-up writes to the subscriptions still cold
 
 
@@ -154,7 +156,7 @@ def _warm_up(feeds: list[FeedProc], base_url: str, ids: tuple[str, ...]) -> tupl
 
 def _drain(feeds: list[FeedProc], commits: Commits, drain_s: float) -> list[dict[str, Any]]:
     for feed in feeds:
-        feed.conn.send(("drain", commits if not feed.idle else {}, 1.0, drain_s))
+        feed.conn.send(("drain", commits if not feed.idle else {}, DRAIN_QUIET_S, drain_s))
     results = []
     for feed in feeds:
         message = _message(feed, drain_s + RESULT_GRACE_S)
@@ -162,6 +164,14 @@ def _drain(feeds: list[FeedProc], commits: Commits, drain_s: float) -> list[dict
             raise RuntimeError(f"no result from a subscriber process: {message}")
         results.append({**message[1], "idle": feed.idle})
     return results
+
+
+def _resting_cores(server: Server) -> float:
+    """The server's cores while the subscriptions are open and nothing is written."""
+    meter = CpuMeter(server.pids())
+    meter.start()
+    time.sleep(IDLE_WINDOW_S)
+    return meter.stop()["server"]
 
 
 def live_cell(ctx: Context, cell: LiveCell) -> dict[str, Any]:
@@ -190,6 +200,7 @@ def live_cell(ctx: Context, cell: LiveCell) -> dict[str, Any]:
         warm_transfers, _ = _warm_up(active, base_url, ids)
         feeds = idle + active
         quiet = quiet_machine(args)
+        resting = _resting_cores(server)
         meter = CpuMeter(server.pids(), database=database_name(db))
         meter.start()
         for feed in feeds:
@@ -203,7 +214,8 @@ def live_cell(ctx: Context, cell: LiveCell) -> dict[str, Any]:
         books = run_async(checks.check_books(db, expected, "TRANSFER_OUT", warm_transfers))
     wall = max(writes.stats.elapsed_s, 1e-9)
     feeds_cores = sum(f.cpu_s for f in feeds) / wall
-    return _row(ctx, cell, writes, results, books, meter, cpu, feeds_cores, quiet)
+    measured = {"server_cores_no_writes": resting, **quiet}
+    return _row(ctx, cell, writes, results, books, meter, cpu, feeds_cores, measured)
 
 
 def _row(
@@ -255,6 +267,7 @@ def _row(
             "deliveries": len(latencies),
             **totals,
             "feed_errors": feed_errors,
+            "short_subs": [s for r in results for s in r["short_subs"]][:10],
             "ended_subs": sum(r["ended"] for r in results),
             "resumes": sum(r["resumes"] for r in results),
             "idle_events": sum(r["events"] for r in results if r["idle"]),

@@ -181,22 +181,29 @@ async def _until_warm(conn: Connection, feed: Feed) -> None:
     conn.send(("cold-timeout", *feed.cold()))
 
 
-async def _drain(feed: Feed, quiet_s: float, max_s: float) -> None:
-    """Wait until no event came for quiet_s (the feed caught up), at most max_s."""
+async def _drain(feed: Feed, commits: Commits, quiet_s: float, max_s: float) -> None:
+    """Wait until every expected event came, or none for quiet_s, at most max_s."""
+    expected = sum(_expected(commits, feed.config.subs))
     started = time.monotonic()
     feed.last_event = max(feed.last_event, started)
-    while time.monotonic() - started < max_s:
+    while time.monotonic() - started < max_s and len(feed.ev_key) < expected:
         if time.monotonic() - feed.last_event >= quiet_s:
             return
         await asyncio.sleep(0.05)
 
 
-def join(feed: Feed, commits: Commits) -> dict[str, Any]:
-    """Latencies (delivery - commit, seconds) and what each subscription missed or repeated."""
+def _expected(commits: Commits, subs: tuple[str | None, ...]) -> list[int]:
+    """Events each subscription should get: both entries of every transfer on the ledger
+    feed, an account's own entries on its feed."""
     per_account: Counter[str] = Counter()
     for _, _, source, target in commits.values():
         per_account[source] += 1
         per_account[target] += 1
+    return [2 * len(commits) if account is None else per_account[account] for account in subs]
+
+
+def join(feed: Feed, commits: Commits) -> dict[str, Any]:
+    """Latencies (delivery - commit, seconds) and what each subscription missed or repeated."""
     latencies = array("d")
     seen: list[set[int]] = [set() for _ in feed.config.subs]
     unknown = id_mismatch = 0
@@ -213,17 +220,20 @@ def join(feed: Feed, commits: Commits) -> dict[str, Any]:
             continue
         latencies.append(at - commit[0])
         seen[sub].add(key)
-    expected = sum(
-        2 * len(commits) if account is None else per_account[account]
-        for account in feed.config.subs
-    )
+    expected = _expected(commits, feed.config.subs)
     distinct = sum(len(keys) for keys in seen)
+    short = [
+        f"{account or 'ledgerEntries'}: {len(keys)} of {count}"
+        for account, keys, count in zip(feed.config.subs, seen, expected, strict=True)
+        if len(keys) < count
+    ]
     return {
         "latencies": latencies,
         "subs": len(feed.config.subs),
         "events": len(feed.ev_key),
-        "expected": expected,
-        "missing": expected - distinct,
+        "expected": sum(expected),
+        "missing": sum(expected) - distinct,
+        "short_subs": short[:10],
         "duplicates": len(feed.ev_key) - unknown - distinct,
         "unknown": unknown,
         "id_mismatch": id_mismatch,
@@ -251,7 +261,7 @@ async def _serve(conn: Connection, config: FeedConfig) -> None:
         await _until_warm(conn, feed)
         command, commits, quiet_s, max_s = await _recv(conn)
         assert command == "drain"
-        await _drain(feed, quiet_s, max_s)
+        await _drain(feed, commits, quiet_s, max_s)
         result = join(feed, commits)
         for ws in sockets:
             await ws.close()

@@ -13,7 +13,7 @@ HEADER = (
     f"{'cell':<10} {'pace':>5} {'subs':>4} {'idle':>5} | {'tps':>6} {'late':>5} |"
     f" {'http50':>6} {'http99':>6} | {'dlv50':>6} {'dlv99':>6} {'dlvmax':>7} |"
     f" {'events':>8} {'missing':>7} {'dup':>4} {'ended':>5} {'resum':>5} |"
-    f" {'srv_us':>6} {'pg_us':>6} | {'books':<5} | cores client/server/pg/other"
+    f" {'srv_us':>6} {'pg_us':>6} {'srv@0':>5} | {'books':<5} | cores client/server/pg/other"
 )
 
 
@@ -31,7 +31,8 @@ def format_row(row: dict[str, Any]) -> str:
         f" {_fmt(dlv['p50'], 6)} {_fmt(dlv['p99'], 6)} {_fmt(dlv['max'], 7)} |"
         f" {row['deliveries']:>8} {row['missing']:>7} {row['duplicates']:>4}"
         f" {row['ended_subs']:>5} {row['resumes']:>5} |"
-        f" {_fmt(row['server_cpu_us_per_op'], 6, 0)} {_fmt(row['pg_cpu_us_per_op'], 6, 0)} |"
+        f" {_fmt(row['server_cpu_us_per_op'], 6, 0)} {_fmt(row['pg_cpu_us_per_op'], 6, 0)}"
+        f" {_fmt(row.get('server_cores_no_writes'), 5, 2)} |"
         f" {'pass' if row['books_ok'] else 'FAIL':<5} |"
         f" {cpu.get('client', 0):.2f}/{cpu.get('server', 0):.2f}/{cpu.get('postgres', 0):.2f}"
         f"/{cpu.get('other', 0):.2f}"
@@ -75,11 +76,13 @@ def print_summary(rows: list[dict[str, Any]]) -> None:
             row["id_mismatch"],
             row["idle_events"],
             row["unsent_requests"],
+            row["short_subs"],
         )
         if any(notes):
             print(
                 f"  {row['cell']} {row['subs']}+{row['idle_subs']}: feed errors"
                 f" {row['feed_errors']}, unknown events {row['unknown']}, id mismatches"
                 f" {row['id_mismatch']}, events on idle accounts {row['idle_events']},"
-                f" open-loop requests never sent (server behind) {row['unsent_requests']}"
+                f" open-loop requests never sent (server behind) {row['unsent_requests']};"
+                f" short: {row['short_subs']}"
             )
