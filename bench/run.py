@@ -109,7 +109,7 @@ def export_tree(ref: str) -> tuple[Path, str]:
     return tree, commit[:12]
 
 
-def _reexec_on_exported_tree(ref: str, argv: Sequence[str]) -> None:
+def reexec_on_exported_tree(ref: str, argv: Sequence[str], module: str = "bench.run") -> None:
     """Start over in a fresh interpreter that imports bank_graphql from commit `ref`.
 
     `-P` keeps the working directory off sys.path, so PYTHONPATH decides: the exported tree
@@ -123,7 +123,7 @@ def _reexec_on_exported_tree(ref: str, argv: Sequence[str]) -> None:
         SERVER_COMMIT_ENV: commit,
         "PYTHONPATH": os.pathsep.join(p for p in paths if p),
     }
-    os.execve(sys.executable, [sys.executable, "-P", "-m", "bench.run", *argv], env)
+    os.execve(sys.executable, [sys.executable, "-P", "-m", module, *argv], env)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     exported = os.environ.get(EXPORTED_TREE_ENV)
     if args.server_ref and not exported:
-        _reexec_on_exported_tree(args.server_ref, argv)
+        reexec_on_exported_tree(args.server_ref, argv)
     for signum in STOP_SIGNALS:
         signal.signal(signum, exit_on_signal)
     import bank_graphql
