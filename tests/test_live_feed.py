@@ -30,7 +30,8 @@ OPS_MAX = 150  # per writer: a bound, should the feed never deliver
 
 async def committed(db: Db) -> dict[str, list[str]]:
     """Entry ids by account, in each account's order (timestamp, id)."""
-    cursor = await db.execute("SELECT account_id, id::text FROM entries ORDER BY ts, id")
+    # ORDER BY the number: "id" alone would name the text column of the select list.
+    cursor = await db.execute("SELECT account_id, id::text FROM entries ORDER BY ts, entries.id")
     found: dict[str, list[str]] = {}
     for account, entry in await cursor.fetchall():
         found.setdefault(account, []).append(entry)

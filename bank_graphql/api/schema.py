@@ -7,10 +7,8 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from graphql.execution import Executor
 from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types import ExecutionContext
 
 from bank_graphql.api.access import AccessCheck
@@ -18,6 +16,7 @@ from bank_graphql.api.codes import ErrorCode
 from bank_graphql.api.context import Context
 from bank_graphql.api.documents import CachedDocuments, DocumentCache
 from bank_graphql.api.errors import error_code
+from bank_graphql.api.events import EventExecutor
 from bank_graphql.api.limits import QueryLimits, limit_extensions
 from bank_graphql.api.mutation import Mutation
 from bank_graphql.api.query import Query
@@ -37,17 +36,6 @@ class EndReadsAfterOperation(SchemaExtension):
             context = self.execution_context.context
             if isinstance(context, Context):
                 await context.end_reads()
-
-
-class EventExecutor(StrawberryGraphQLCoreExecutionContext):
-    """graphql-core copies one executor for each event of a subscription, and the copies
-    share its cache of collected fields, keyed by lists built anew for every event: it grew
-    by ~2 KiB an event for as long as the subscription lived. Each event gets its own."""
-
-    def build_per_event_executor(self, payload: Any) -> Executor[Any]:
-        executor = super().build_per_event_executor(payload)
-        executor._relevant_sub_fields = {}
-        return executor
 
 
 class BankSchema(strawberry.Schema):

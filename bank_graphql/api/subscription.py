@@ -7,13 +7,14 @@ from contextlib import aclosing
 from typing import TypeVar
 
 import strawberry
+from cachetools import LRUCache
 
 from bank_graphql.api import cursors
 from bank_graphql.api.codes import ErrorCode
 from bank_graphql.api.context import Info
 from bank_graphql.api.errors import ApiError
 from bank_graphql.api.types import Edge, LedgerEntry
-from bank_graphql.ledger import EndReason, SubscriptionEnded
+from bank_graphql.ledger import EndReason, Entry, SubscriptionEnded
 from bank_graphql.ledger.domain.rules import is_account_id
 
 T = TypeVar("T")
@@ -39,6 +40,18 @@ def _feed_cursor(position: int) -> str:
     return cursors.encode("f", position)
 
 
+# One event object for one entry shown one way, whichever subscriber receives it: their
+# results are then computed once (api/events.py).
+_edges: LRUCache[tuple[str, Entry], Edge[LedgerEntry]] = LRUCache(4096)
+
+
+def _edge(cursor: str, entry: Entry) -> Edge[LedgerEntry]:
+    edge = _edges.get((cursor, entry))
+    if edge is None:
+        edge = _edges[(cursor, entry)] = Edge(cursor=cursor, node=LedgerEntry.from_row(entry))
+    return edge
+
+
 @strawberry.type
 class Subscription:
     @strawberry.subscription(
@@ -61,7 +74,7 @@ class Subscription:
         source = context.ledger.live.account_entries(context.principal, str(account_id), key)
         async with aclosing(_coded(source)) as events:
             async for entry in events:
-                yield Edge(cursor=LedgerEntry.cursor(entry), node=LedgerEntry.from_row(entry))
+                yield _edge(LedgerEntry.cursor(entry), entry)
 
     @strawberry.subscription(
         description="Every entry the caller may see, as they commit; each account's entries "
@@ -80,5 +93,4 @@ class Subscription:
         source = context.ledger.live.entries(context.principal, position)
         async with aclosing(_coded(source)) as events:
             async for item in events:
-                node = LedgerEntry.from_row(item.entry)
-                yield Edge(cursor=_feed_cursor(item.position), node=node)
+                yield _edge(_feed_cursor(item.position), item.entry)

@@ -92,6 +92,9 @@ def _optional_id(value: str | None) -> strawberry.ID | None:
 class LedgerEntry:
     """One append-only ledger entry. Entries are never updated or deleted."""
 
+    # Every field resolves from the entry alone, never from the context: subscribers of
+    # the same document share the result of one event (api/events.py).
+
     id: strawberry.ID
     account_id: strawberry.ID
     timestamp: Timestamp
