@@ -129,6 +129,13 @@ async def test_access_on_the_live_feeds(database_url: str, serve: Serve) -> None
         await ws.send(init_frame(credential))
         assert (await close_of(ws))[0] == 4403, credential
 
+    # A new key is taken within a moment (the server polls the keys): wait until it is.
+    viewer = Bank(server, customer)
+    for _ in range(200):
+        if (await viewer.http.post("/graphql", json={"query": "{ viewer { role } }"})).is_success:
+            break
+        await asyncio.sleep(0.05)
+    await viewer.aclose()
     sock = await Socket.open(server, customer)
     for name, account in (("theirs", "theirs"), ("nobody", "nobody")):
         await sock.subscribe(name, ACCOUNT_FEED, id=account)

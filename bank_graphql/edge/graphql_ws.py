@@ -14,7 +14,6 @@ from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing, suppress
 from typing import Any, cast
 
-from graphql import GraphQLError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.exceptions import (
@@ -36,15 +35,20 @@ from strawberry.types.execution import PreExecutionError
 
 from bank_graphql.api.codes import ErrorCode
 from bank_graphql.api.context import Context
-from bank_graphql.api.errors import ApiError, format_error
 from bank_graphql.edge.auth import Authenticator, Credential, authorization_of
 from bank_graphql.edge.http_errors import dump_json, load_json, record_refusal
+from bank_graphql.edge.ws_messages import (
+    coded_error,
+    ends_live,
+    error_message,
+    next_message,
+    protocol_error,
+)
 
 log = logging.getLogger(__name__)
 
 OPERATIONS_PER_CONNECTION_MAX = 10
 CONNECTION_INIT_TIMEOUT_S = 10
-OPERATION_ID_CHARS_MAX = 128
 CREDENTIAL_CHECK_INTERVAL_S = 0.25
 """How often an open connection's credential is checked again (revocation, expiry)."""
 
@@ -94,53 +98,6 @@ class WebSocketAdapter(ASGIWebSocketAdapter):
         reason = reason.encode()[:123].decode(errors="ignore")
         with suppress(RuntimeError):  # already closed
             await self.ws.close(code=code, reason=reason)
-
-
-def _protocol_error(message: object) -> str | None:
-    """Why `message` is not a frame of the protocol, or None when it is one."""
-    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-        return "a message must be a JSON object with a type"
-    kind = message["type"]
-    if kind in {"connection_init", "ping", "pong"}:
-        payload = message.get("payload")
-        return None if payload is None or isinstance(payload, dict) else "invalid payload"
-    if kind not in {"subscribe", "complete"}:
-        return "unknown message type"
-    operation_id = message.get("id")
-    if not isinstance(operation_id, str) or not operation_id:
-        return "an operation needs an id"
-    if len(operation_id) > OPERATION_ID_CHARS_MAX:
-        return f"an operation id has at most {OPERATION_ID_CHARS_MAX} characters"
-    if kind == "complete":
-        return None
-    payload = message.get("payload")
-    if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
-        return "subscribe needs a payload with a query"
-    for key, kinds in (("variables", dict), ("extensions", dict), ("operationName", str)):
-        if payload.get(key) is not None and not isinstance(payload[key], kinds):
-            return f"invalid {key}"
-    return None
-
-
-def _error(code: ErrorCode, message: str) -> GraphQLError:
-    return GraphQLError(message, original_error=ApiError(code, message))
-
-
-def _error_message(operation_id: str, errors: list[GraphQLError] | None) -> Message:
-    payload = [format_error(e) for e in errors or ()]
-    return cast(Message, {"id": operation_id, "type": "error", "payload": payload})
-
-
-def _ends_live(context: Context, result: object) -> bool:
-    """A subscription that failed (its source ended with an error) ends with `error`."""
-    return context.live and isinstance(result, ExecutionResult) and result.data is None
-
-
-def _next_message(operation_id: str, result: ExecutionResult) -> Message:
-    payload: dict[str, Any] = {"data": result.data}
-    if result.errors:
-        payload["errors"] = [format_error(e) for e in result.errors]
-    return cast(Message, {"id": operation_id, "type": "next", "payload": payload})
 
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
@@ -194,7 +151,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
                 return
 
     async def handle_message(self, message: Message) -> None:
-        problem = _protocol_error(message)
+        problem = protocol_error(message)
         if problem is not None:
             await self.handle_invalid_message(problem)
             return
@@ -222,15 +179,15 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         )
         refusal = None
         if not operation.query:  # as HTTP words it
-            refusal = _error(ErrorCode.BAD_REQUEST, "No GraphQL query found in the request")
+            refusal = coded_error(ErrorCode.BAD_REQUEST, "No GraphQL query found in the request")
         elif len(self.running - self.cancelled) >= OPERATIONS_PER_CONNECTION_MAX:
-            refusal = _error(
+            refusal = coded_error(
                 ErrorCode.TOO_MANY_OPERATIONS,
                 f"at most {OPERATIONS_PER_CONNECTION_MAX} operations run at once on one "
                 "connection: wait for one to complete",
             )
         if refusal is not None:
-            await self.send_message(_error_message(operation.id, [refusal]))
+            await self.send_message(error_message(operation.id, [refusal]))
             return
         self.operations[operation.id] = operation
         operation.task = asyncio.create_task(self.run_operation(operation))
@@ -255,20 +212,20 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             final: Message | None = cast(Message, {"id": operation.id, "type": "complete"})
             async with aclosing(source):
                 async for result in source:
-                    if isinstance(result, PreExecutionError) or _ends_live(context, result):
+                    if isinstance(result, PreExecutionError) or ends_live(context, result):
                         # `error` ends the operation: no `complete` follows it.
                         errors = cast(ExecutionResult, result).errors
-                        await self._send(operation, _error_message(operation.id, errors))
+                        await self._send(operation, error_message(operation.id, errors))
                         final = None
                     else:  # incremental delivery (@defer, @stream) is not enabled
-                        message = _next_message(operation.id, cast(ExecutionResult, result))
+                        message = next_message(operation.id, cast(ExecutionResult, result))
                         await self._send(operation, message)
             if final is not None:
                 await self._send(operation, final)
         except Exception:
             log.exception("unexpected error in a websocket operation")
-            error = _error(ErrorCode.INTERNAL_SERVER_ERROR, "unexpected error")
-            await self._send(operation, _error_message(operation.id, [error]))
+            error = coded_error(ErrorCode.INTERNAL_SERVER_ERROR, "unexpected error")
+            await self._send(operation, error_message(operation.id, [error]))
         finally:
             self.contexts.pop(operation.id, None)
 
