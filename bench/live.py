@@ -8,11 +8,8 @@ same with --idle-subs idle subscriptions open besides. A latency cell that canno
 """
 
 import argparse
-import contextlib
-import os
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -20,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import live_report
-from bench.aio import STOP_SIGNALS, exit_on_signal
-from bench.context import Context, git_commit
+from bench.context import Context
 from bench.infra import Databases
 from bench.live_cells import LiveCell, live_cell
 from bench.live_writer import Pacing
 from bench.options import DEFAULT_DATABASE_URL, DEFAULT_RESULTS, _names
-from bench.run import EXPORTED_TREE_ENV, _guarded, reexec_on_exported_tree
+from bench.run import _guarded, run_as_main
 
 CELLS = ("throughput", "latency", "idle")
 RESULTS = DEFAULT_RESULTS.parent / "live.jsonl"
@@ -120,21 +116,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    exported = os.environ.get(EXPORTED_TREE_ENV)
-    if args.server_ref and not exported:
-        reexec_on_exported_tree(args.server_ref, argv, "bench.live")
-    for signum in STOP_SIGNALS:
-        signal.signal(signum, exit_on_signal)
-    print(f"bank_graphql at {git_commit()}")
-    try:
-        with contextlib.suppress(KeyboardInterrupt):
-            sys.exit(run(args))
-        sys.exit(130)
-    finally:
-        if exported:
-            shutil.rmtree(exported, ignore_errors=True)
+    run_as_main(argv, build_parser(), run, "bench.live")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import sys
 import tarfile
 import tempfile
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,12 +126,19 @@ def reexec_on_exported_tree(ref: str, argv: Sequence[str], module: str = "bench.
     os.execve(sys.executable, [sys.executable, "-P", "-m", module, *argv], env)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def run_as_main(
+    argv: Sequence[str] | None,
+    parser: argparse.ArgumentParser,
+    run_args: Callable[[argparse.Namespace], int],
+    module: str,
+) -> None:
+    """Parse, re-execute on the exported tree of --server-ref when asked, run, and remove
+    that tree afterwards; exit with the run's status (130 on Ctrl-C)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    args = parser.parse_args(argv)
     exported = os.environ.get(EXPORTED_TREE_ENV)
     if args.server_ref and not exported:
-        reexec_on_exported_tree(args.server_ref, argv)
+        reexec_on_exported_tree(args.server_ref, argv, module)
     for signum in STOP_SIGNALS:
         signal.signal(signum, exit_on_signal)
     import bank_graphql
@@ -139,11 +146,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"bank_graphql from {Path(bank_graphql.__file__).parent} ({git_commit()})")
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            sys.exit(run(args))
+            sys.exit(run_args(args))
         sys.exit(130)
     finally:
         if exported:
             shutil.rmtree(exported, ignore_errors=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run_as_main(argv, build_parser(), run, "bench.run")
 
 
 if __name__ == "__main__":

@@ -3,11 +3,7 @@ files served by name only, a ready example that runs, `--no-graphiql` serving no
 and the build step refusing a tarball that is not the one pinned."""
 
 import re
-import shutil
-import subprocess
-import sys
 import tarfile
-import zipfile
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
@@ -19,7 +15,6 @@ from bank_graphql.api.schema import schema
 from bank_graphql.edge.playground import page, pins
 from tests.conftest import GraphQLClient, MakeClient
 from tests.test_http import assert_no_stack_trace
-from tests.test_wheel import NOT_SOURCE, ROOT
 
 HTML = {"Accept": "text/html"}
 PAGE_URL = "http://test/graphql"
@@ -214,22 +209,3 @@ def test_the_build_step_says_how_to_build_without_the_registry(
     monkeypatch.setenv(pins.TARBALLS_ENV, str(tmp_path / "absent"))
     with pytest.raises(pins.PlaygroundFetchError, match=pins.TARBALLS_ENV):
         pins.fetch_assets(tmp_path / "static")
-
-
-def test_the_wheel_ships_the_pinned_files(tmp_path: Path) -> None:
-    # From a copy holding the unpacked files (as the editable install left them): the build
-    # step finds them in place, and the package data takes them into the wheel.
-    assert not pins.missing()
-    source = tmp_path / "src"
-    shutil.copytree(ROOT, source, ignore=NOT_SOURCE)
-    build = ["wheel", "--quiet", "--no-deps", "--no-build-isolation", str(source)]
-    subprocess.run(
-        [sys.executable, "-m", "pip", *build, "--wheel-dir", str(tmp_path / "dist")],
-        check=True,
-        timeout=120,
-    )
-    (wheel,) = (tmp_path / "dist").glob("bank_graphql-*.whl")
-    with zipfile.ZipFile(wheel) as archive:
-        for name in pins.ASSETS:
-            shipped = archive.read(f"bank_graphql/edge/playground/static/{name}")
-            assert shipped == (pins.STATIC / name).read_bytes(), name

@@ -7,6 +7,10 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
+from bank_graphql.edge.playground import pins
+
 ROOT = Path(__file__).parent.parent
 MIGRATIONS = ROOT / "bank_graphql" / "ledger" / "sql" / "migrations"
 NOT_SOURCE = shutil.ignore_patterns(
@@ -24,17 +28,25 @@ for migration in migrations.migrations():
 """
 
 
-def test_the_wheel_ships_every_migration_and_reads_them(tmp_path: Path) -> None:
-    # Built from a copy: setuptools writes its build folder next to the sources.
-    source = tmp_path / "src"
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel, built once from a copy (setuptools writes its build folder next to the
+    sources) holding the playground's unpacked files, as the editable install left them."""
+    assert not pins.missing()
+    folder = tmp_path_factory.mktemp("wheel")
+    source = folder / "src"
     shutil.copytree(ROOT, source, ignore=NOT_SOURCE)
     build = ["wheel", "--quiet", "--no-deps", "--no-build-isolation", str(source)]
     subprocess.run(
-        [sys.executable, "-m", "pip", *build, "--wheel-dir", str(tmp_path / "dist")],
+        [sys.executable, "-m", "pip", *build, "--wheel-dir", str(folder / "dist")],
         check=True,
         timeout=120,
     )
-    (wheel,) = (tmp_path / "dist").glob("bank_graphql-*.whl")
+    (built,) = (folder / "dist").glob("bank_graphql-*.whl")
+    return built
+
+
+def test_the_wheel_ships_every_migration_and_reads_them(wheel: Path, tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {f"bank_graphql/ledger/sql/migrations/{p.name}" for p in MIGRATIONS.glob("*.sql")}
     assert len(shipped) >= 2
@@ -51,3 +63,11 @@ def test_the_wheel_ships_every_migration_and_reads_them(tmp_path: Path) -> None:
     ).stdout.splitlines()
     assert read[0].startswith(str(wheel))
     assert read[1:] == sorted(p.name for p in MIGRATIONS.glob("*.sql"))
+
+
+def test_the_wheel_ships_the_pinned_playground_files(wheel: Path) -> None:
+    # The build step finds them in place, and the package data takes them into the wheel.
+    with zipfile.ZipFile(wheel) as archive:
+        for name in pins.ASSETS:
+            shipped = archive.read(f"bank_graphql/edge/playground/static/{name}")
+            assert shipped == (pins.STATIC / name).read_bytes(), name
