@@ -1,5 +1,5 @@
 """A newcomer's rough edges of the command line: the version, bad values from the
-environment, and refusals the help promises."""
+environment, refusals the help promises, and a second server on the same data folder."""
 
 import os
 import re
@@ -7,9 +7,10 @@ import subprocess
 from importlib.metadata import version
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.servers import BIN
+from tests.servers import BIN, Serve, launch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,3 +80,25 @@ def test_the_tests_need_nothing_beside_the_project() -> None:
     beyond = re.compile(r"""(\.\./|parent\s*/\s*)["']?shared""")
     for path in (ROOT / "tests").glob("*.py"):
         assert not beyond.search(path.read_text()), path
+
+
+def test_a_second_serve_on_the_same_data_folder_leaves_the_first_running(
+    serve: Serve, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    first = serve("--data-dir", str(data_dir), healthy_s=90)
+    # The same folder and the same port: it cannot listen, and it must not stop the
+    # embedded PostgreSQL that the first one started.
+    second = launch(
+        "--data-dir", str(data_dir), "--port", str(first.port), log=tmp_path / "second.log"
+    )
+    assert second.process.wait(timeout=90) != 0
+    assert httpx.get(f"{first.base}/health", timeout=10).status_code == 200
+    created = httpx.post(
+        f"{first.base}/graphql",
+        json={"query": 'mutation { createAccount(input: {id: "still"}) { errors { code } } }'},
+        timeout=10,
+    ).json()
+    assert created == {"data": {"createAccount": {"errors": []}}}
+    assert first.stop(timeout_s=30) == 0
+    assert not (data_dir / "postmaster.pid").exists(), "embedded PostgreSQL still running"
