@@ -102,3 +102,23 @@ def test_a_second_serve_on_the_same_data_folder_leaves_the_first_running(
     assert created == {"data": {"createAccount": {"errors": []}}}
     assert first.stop(timeout_s=30) == 0
     assert not (data_dir / "postmaster.pid").exists(), "embedded PostgreSQL still running"
+
+
+def test_migrate_and_prune_keys_work_on_the_embedded_folder_beside_a_running_server(
+    serve: Serve, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    # No URL: the embedded PostgreSQL of the data folder, started and stopped again.
+    migrated = _run("migrate", "--data-dir", str(data_dir))
+    assert migrated.returncode == 0, migrated.stderr
+    assert re.search(r"from version 0 to \d+", migrated.stdout), migrated.stdout
+    assert not (data_dir / "postmaster.pid").exists()
+    # Beside a server on the same folder: they use its PostgreSQL and leave it running.
+    server = serve("--data-dir", str(data_dir), healthy_s=90)
+    again = _run("migrate", "--data-dir", str(data_dir))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("schema up to date at version"), again.stdout
+    pruned = _run("prune-keys", "--data-dir", str(data_dir))
+    assert pruned.returncode == 0, pruned.stderr
+    assert httpx.get(f"{server.base}/health", timeout=10).status_code == 200
+    assert server.stop(timeout_s=30) == 0

@@ -10,9 +10,8 @@ import sys
 from collections.abc import Sequence
 from functools import partial
 from importlib.metadata import version
-from pathlib import Path
 from types import FrameType
-from typing import NoReturn, cast
+from typing import cast
 
 import uvicorn
 
@@ -30,6 +29,7 @@ from bank_graphql.ledger import (
     require_current,
 )
 from bank_graphql.ops.access import access_env, add_access_options, show_first_admin_key
+from bank_graphql.ops.database import add_database_options, database, refuse
 from bank_graphql.ops.keys import add_keys_command, run_keys
 
 # Open files a worker needs besides its client connections: its pool, listening socket,
@@ -55,21 +55,6 @@ def _retention_days(text: str) -> int:
     return days
 
 
-def _refuse(command: str, reason: object) -> NoReturn:
-    """One line on stderr and exit status 2, as argparse does for a bad flag."""
-    sys.stderr.write(f"bank-graphql {command}: {reason}\n")
-    sys.exit(2)
-
-
-def _add_database_url(parser: argparse.ArgumentParser, *, embedded: bool) -> None:
-    help_text = "PostgreSQL URL (env DATABASE_URL)"
-    if embedded:
-        help_text += "; without one, an embedded PostgreSQL is started in --data-dir"
-    parser.add_argument(
-        "--database-url", default=os.environ.get("DATABASE_URL"), metavar="URL", help=help_text
-    )
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bank-graphql", description="A banking ledger served as a GraphQL API."
@@ -83,14 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     migrate_cmd = commands.add_parser(
         "migrate", help="bring the database's schema to this release's version"
     )
-    _add_database_url(migrate_cmd, embedded=False)
+    add_database_options(migrate_cmd)
 
     prune = commands.add_parser(
         "prune-keys",
         help="delete idempotency keys older than the retention (the server's "
         "sweeper also does it hourly)",
     )
-    _add_database_url(prune, embedded=False)
+    add_database_options(prune)
     prune.add_argument(
         "--older-than-days",
         type=_retention_days,
@@ -113,13 +98,7 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
         default=_env("BANK_PORT", "8000"),
         help="port to listen on (env BANK_PORT, default 8000)",
     )
-    _add_database_url(serve, embedded=True)
-    serve.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(_env("BANK_DATA_DIR", ".bank-graphql-data")),
-        help="folder of the embedded PostgreSQL (env BANK_DATA_DIR, default ./.bank-graphql-data)",
-    )
+    add_database_options(serve)
     serve.add_argument(
         "--clock",
         choices=[m.value for m in ClockMode],
@@ -235,7 +214,7 @@ def _bring_schema_up_to_date(database_url: str, *, migrating: bool) -> None:
         else:
             require_current(database_url)
     except SchemaVersionError as exc:
-        _refuse("serve", exc)
+        refuse("serve", exc)
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -244,7 +223,7 @@ def serve(args: argparse.Namespace) -> None:
     try:
         access = access_env(args)
     except ValueError as exc:
-        _refuse("serve", exc)
+        refuse("serve", exc)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         if not database_url:
@@ -281,18 +260,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         serve(args)
     elif args.command == "keys":
         run_keys(args)
-    else:
-        if not args.database_url:
-            sys.exit(f"bank-graphql {args.command}: give --database-url or set DATABASE_URL")
-        if args.command == "migrate":
+    elif args.command == "migrate":
+        with database(args, "migrate", current=False) as url:
             try:
-                report = migrate(args.database_url)
+                report = migrate(url)
             except SchemaVersionError as exc:
-                _refuse("migrate", exc)
-            sys.stdout.write(f"{report}\n")
-        else:
-            pruned = asyncio.run(_prune_keys(args.database_url, args.older_than_days))
-            log.info("pruned %d idempotency keys", pruned)
+                refuse("migrate", exc)
+        sys.stdout.write(f"{report}\n")
+    else:
+        with database(args, "prune-keys") as url:
+            pruned = asyncio.run(_prune_keys(url, args.older_than_days))
+        log.info("pruned %d idempotency keys", pruned)
 
 
 if __name__ == "__main__":

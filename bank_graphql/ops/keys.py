@@ -3,27 +3,21 @@ embedded data folder `serve` uses (beside a running server, without stopping it)
 
 import argparse
 import asyncio
-import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
-from pathlib import Path
 from typing import NoReturn
 
 from bank_graphql.ledger import (
     ApiKey,
     Role,
-    SchemaVersionError,
     api_key_problem,
     create_api_key,
     list_api_keys,
-    migrate,
     one_connection,
-    require_current,
     revoke_api_key,
 )
+from bank_graphql.ops.database import add_database_options, database, refuse
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -35,13 +29,6 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def _one_line_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
     refuse(parser.prog, message)
-
-
-def refuse(command: str, reason: object, *, status: int = 2) -> NoReturn:
-    if not command.startswith("bank-graphql"):
-        command = f"bank-graphql {command}"
-    sys.stderr.write(f"{command}: {reason}\n")
-    sys.exit(status)
 
 
 def add_keys_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -65,55 +52,14 @@ def add_keys_command(commands: "argparse._SubParsersAction[argparse.ArgumentPars
     revoke = actions.add_parser("revoke", help="revoke a key; servers refuse it within a second")
     revoke.add_argument("id", help="the key's id, as `keys list` shows it")
     for action in actions.choices.values():
-        _add_database_options(action)
-
-
-def _add_database_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("DATABASE_URL"),
-        metavar="URL",
-        help="PostgreSQL URL (env DATABASE_URL); without one, the embedded PostgreSQL of "
-        "--data-dir (started if it is not running)",
-    )
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(os.environ.get("BANK_DATA_DIR") or ".bank-graphql-data"),
-        help="folder of the embedded PostgreSQL (env BANK_DATA_DIR, default ./.bank-graphql-data)",
-    )
-
-
-@contextmanager
-def _database(args: argparse.Namespace) -> Iterator[str]:
-    """The database's URL: the one given (its schema must be current), or the embedded one
-    (migrated as `serve` would), stopped after only when this command started it."""
-    command = f"keys {args.keys_command}"
-    if args.database_url:
-        try:
-            require_current(args.database_url)
-        except SchemaVersionError as exc:
-            refuse(command, exc)
-        yield args.database_url
-        return
-    from bank_graphql.ops.embedded import EmbeddedPostgres
-
-    embedded = EmbeddedPostgres(args.data_dir)
-    try:
-        url = embedded.start()
-        try:
-            migrate(url)
-        except SchemaVersionError as exc:
-            refuse(command, exc)
-        yield url
-    finally:
-        embedded.stop()
+        add_database_options(action)
 
 
 def run_keys(args: argparse.Namespace) -> None:
+    command = f"keys {args.keys_command}"
     if args.keys_command == "create":
         role, accounts = _create_input(args)
-        with _database(args) as url:
+        with database(args, command) as url:
             key, secret = asyncio.run(_create(url, role, accounts, args))
         scope = "all accounts" if key.accounts is None else ",".join(key.accounts)
         expiry = _when(key.expires_at, "never")
@@ -122,11 +68,11 @@ def run_keys(args: argparse.Namespace) -> None:
             f"{secret}\n"
         )
     elif args.keys_command == "list":
-        with _database(args) as url:
+        with database(args, command) as url:
             keys = asyncio.run(_list(url))
         sys.stdout.write(_table(keys))
     else:
-        with _database(args) as url:
+        with database(args, command) as url:
             found = asyncio.run(_revoke(url, args.id))
         if not found:
             refuse("keys revoke", f"no key has the id {args.id!r}", status=1)

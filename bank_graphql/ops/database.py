@@ -1,0 +1,66 @@
+"""Which database a command works on: the URL given, or the embedded PostgreSQL of the data
+folder `serve` uses (started if it is not running, and stopped after only when this command
+started it, so a command beside a running server leaves it running). And the one-line
+refusal every command gives."""
+
+import argparse
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import NoReturn
+
+from bank_graphql.ledger import SchemaVersionError, migrate, require_current
+
+DATA_DIR_DEFAULT = ".bank-graphql-data"
+
+
+def refuse(command: str, reason: object, *, status: int = 2) -> NoReturn:
+    if not command.startswith("bank-graphql"):
+        command = f"bank-graphql {command}"
+    sys.stderr.write(f"{command}: {reason}\n")
+    sys.exit(status)
+
+
+def add_database_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("DATABASE_URL"),
+        metavar="URL",
+        help="PostgreSQL URL (env DATABASE_URL); without one, the embedded PostgreSQL of "
+        "--data-dir (started if it is not running)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("BANK_DATA_DIR") or DATA_DIR_DEFAULT),
+        help="folder of the embedded PostgreSQL (env BANK_DATA_DIR, default ./.bank-graphql-data)",
+    )
+
+
+@contextmanager
+def database(args: argparse.Namespace, command: str, *, current: bool = True) -> Iterator[str]:
+    """The database's URL. With `current`, its schema must be this release's: a URL given
+    is checked, the embedded database is migrated (as `serve` would)."""
+    if args.database_url:
+        if current:
+            try:
+                require_current(args.database_url)
+            except SchemaVersionError as exc:
+                refuse(command, exc)
+        yield args.database_url
+        return
+    from bank_graphql.ops.embedded import EmbeddedPostgres
+
+    embedded = EmbeddedPostgres(args.data_dir)
+    try:
+        url = embedded.start()
+        if current:
+            try:
+                migrate(url)
+            except SchemaVersionError as exc:
+                refuse(command, exc)
+        yield url
+    finally:
+        embedded.stop()
