@@ -2,6 +2,7 @@
 bodies by size and by time."""
 
 import asyncio
+from contextlib import suppress
 from dataclasses import dataclass, fields
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -54,10 +55,10 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.body_bytes_max:
-            await self._refuse_too_large(scope, receive, send)
-            return
         deadline = asyncio.get_running_loop().time() + self.body_read_timeout_s
+        if declared is not None and declared.isdigit() and int(declared) > self.body_bytes_max:
+            await self._refuse_too_large(scope, receive, send, deadline)
+            return
         received = 0
         body_complete = False
 
@@ -80,7 +81,7 @@ class BodySizeLimit:
         try:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
-            await self._refuse_too_large(scope, receive, send)
+            await self._refuse_too_large(scope, receive, send, deadline)
         except _BodyTooSlow:
             response = error_response(
                 408,
@@ -92,7 +93,12 @@ class BodySizeLimit:
             response.headers["connection"] = "close"
             await response(scope, receive, send)
 
-    async def _refuse_too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse_too_large(
+        self, scope: Scope, receive: Receive, send: Send, deadline: float
+    ) -> None:
+        # Read and drop the rest first: a client that sends its whole body before it reads
+        # (urllib, many SDKs) would otherwise meet a reset instead of this answer.
+        await _drop_body(receive, deadline)
         response = error_response(
             413,
             ErrorCode.REQUEST_TOO_LARGE,
@@ -100,6 +106,24 @@ class BodySizeLimit:
             method=scope["method"],
         )
         await response(scope, receive, send)
+
+
+DROPPED_BODY_BYTES_MAX = 32 * 1024 * 1024
+"""What the server reads and drops of a refused body before it answers 413; past it (or
+past the body's deadline) it answers and closes without reading on."""
+
+
+async def _drop_body(receive: Receive, deadline: float) -> None:
+    dropped = 0
+    with suppress(TimeoutError):
+        async with asyncio.timeout_at(deadline):
+            while dropped <= DROPPED_BODY_BYTES_MAX:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                dropped += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
 
 
 class _BodyTooLarge(Exception):
