@@ -5,9 +5,10 @@ produces a `Principal`; every decision about what it may do is made here.
 """
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from bank_graphql.ledger.domain.models import Entry
 from bank_graphql.ledger.domain.rules import is_account_id
 
 SYSTEM_ACTOR = "system"
@@ -66,6 +67,11 @@ class Principal:
         if self.accounts is None or actor in (self.name, SYSTEM_ACTOR):
             return actor
         return None
+
+    def shown(self, entry: Entry) -> Entry:
+        """The entry as this credential may see it (see `shown_actor`)."""
+        actor = self.shown_actor(entry.actor)
+        return entry if actor == entry.actor else replace(entry, actor=actor)
 
     def sees(self, account_id: str) -> bool:
         """Does the account exist for this credential? Outside its scope it never does."""

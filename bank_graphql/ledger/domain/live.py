@@ -5,10 +5,9 @@ On one account the two agree, so a subscriber that switches from reading history
 receiving live entries drops what it has already seen by comparing keys.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
-from bank_graphql.ledger.domain.access import Principal
 from bank_graphql.ledger.domain.errors import LedgerError
 from bank_graphql.ledger.domain.models import Entry, EntryKind
 
@@ -76,12 +75,6 @@ class LiveLimits:
 def account_key(entry: Entry) -> tuple[int, int]:
     """An entry's place in its account's order."""
     return (entry.ts, entry.id)
-
-
-def as_seen(principal: Principal, entry: Entry) -> Entry:
-    """The entry as `principal` may see it (who acted for others is hidden from a scoped one)."""
-    shown = principal.shown_actor(entry.actor)
-    return entry if shown == entry.actor else replace(entry, actor=shown)
 
 
 def closes_account(entry: Entry, account_id: str) -> bool:

@@ -21,7 +21,6 @@ from bank_graphql.ledger.domain.live import (
     FeedItem,
     LiveLimits,
     account_key,
-    as_seen,
     closes_account,
     cursor_ahead,
     not_found,
@@ -99,7 +98,11 @@ class LiveFeed:
 
     async def start(self, *, sequence: bool = True) -> None:
         listener = await listening(self._url)
-        self._position = await self._reads.end()
+        try:
+            self._position = await self._reads.end()
+        except BaseException:
+            await listener.close()
+            raise
         loops = [
             listen_forever(self._url, self._wake, listener),
             read_forever(self._catch_up, self._limits, self._wake),
@@ -211,7 +214,7 @@ class LiveFeed:
                 entry = (await subscriber.next()).entry
                 if account_key(entry) > after:
                     after = account_key(entry)
-                    yield as_seen(principal, entry)
+                    yield principal.shown(entry)
                     if closes_account(entry, account_id):
                         raise not_found(account_id)
         finally:
@@ -224,7 +227,7 @@ class LiveFeed:
         while True:
             page = await self._reads.account_page(account_id, after, rows)
             for entry in page:
-                yield as_seen(principal, entry)
+                yield principal.shown(entry)
                 if closes_account(entry, account_id):
                     raise not_found(account_id)
             if len(page) < rows:
@@ -240,5 +243,5 @@ class LiveFeed:
 
 
 def _seen(principal: Principal, item: FeedItem) -> FeedItem:
-    entry = as_seen(principal, item.entry)
+    entry = principal.shown(item.entry)
     return item if entry is item.entry else FeedItem(item.position, entry, item.xid)

@@ -178,7 +178,7 @@ class Snapshot:
         page = await _ENTRY_PAGES.page(self.conn, {"account": account_id}, window, request)
         if self.scope is None:
             return page
-        shown = [replace(e, actor=self.principal.shown_actor(e.actor)) for e in page.rows]
+        shown = [self.principal.shown(e) for e in page.rows]
         return replace(page, rows=shown)
 
     @translated
