@@ -96,7 +96,7 @@ class LiveFeed:
     def subscribers(self) -> int:
         return len(self._all) + sum(len(s) for s in self._by_account.values())
 
-    async def start(self, *, sequence: bool = True) -> None:
+    async def start(self) -> None:
         listener = await listening(self._url)
         try:
             self._position = await self._reads.end()
@@ -106,9 +106,8 @@ class LiveFeed:
         loops = [
             listen_forever(self._url, self._wake, listener),
             read_forever(self._catch_up, self._limits, self._wake),
+            sequence_forever(self._reads, self._limits, self._wake),
         ]
-        if sequence:
-            loops.append(sequence_forever(self._reads, self._limits, self._wake))
         self._tasks = [asyncio.create_task(loop, name="live-feed") for loop in loops]
 
     async def stop(self) -> None:
