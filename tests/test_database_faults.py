@@ -577,7 +577,8 @@ SHUTDOWN_ARGS = ("--no-graphiql", "--shutdown-timeout-s", "10")
 async def _refused(port: int) -> bool:
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
+        # Reset: it reached the backlog as the listening socket closed; not taken either.
         return True
     writer.close()
     with contextlib.suppress(OSError):
