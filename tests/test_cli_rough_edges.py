@@ -55,6 +55,24 @@ def test_a_bad_value_in_the_environment_is_one_line_and_exit_2(
     assert value in lines[-1], done.stderr
 
 
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("BANK_POOL_MAX_SIZE", "abc", "BANK_POOL_MAX_SIZE='abc' is not a whole number"),
+        ("BANK_SWEEPER_INTERVAL_S", "soon", "BANK_SWEEPER_INTERVAL_S='soon' is not a number"),
+        ("BANK_SUBSCRIBER_BUFFER", "many", "BANK_SUBSCRIBER_BUFFER='many'"),
+        ("BANK_HEADER_READ_TIMEOUT_S", "0", "header_read_timeout_s must be positive"),
+    ],
+)
+def test_a_bad_value_of_a_variable_without_a_flag_is_one_line_and_exit_2(
+    variable: str, value: str, said: str
+) -> None:
+    done = _run("serve", "--database-url", "postgresql://127.0.0.1:1/none", env={variable: value})
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(f"bank-graphql serve: {said}")
+
+
 @pytest.mark.parametrize("days", ["3", "0", "-1", "abc"])
 def test_prune_keys_refuses_a_retention_under_7_days(days: str) -> None:
     done = _run(

@@ -100,6 +100,20 @@ def settings_from_env(environ: Mapping[str, str] = os.environ) -> Settings:
     def get(name: str, default: object) -> str:
         return environ.get(name) or str(default)
 
+    def integer(name: str, default: int) -> int:
+        value = get(name, default)
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"{name}={value!r} is not a whole number") from None
+
+    def number(name: str, default: float) -> float:
+        value = get(name, default)
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{name}={value!r} is not a number") from None
+
     pool, sweeper, queries, http = PoolLimits(), SweepLimits(), QueryLimits(), HttpLimits()
     live = LiveLimits()
     database_url = environ.get("DATABASE_URL")
@@ -109,42 +123,40 @@ def settings_from_env(environ: Mapping[str, str] = os.environ) -> Settings:
         database_url=database_url,
         clock=ClockMode(get("BANK_CLOCK", ClockMode.SYSTEM.value)),
         pool=PoolLimits(
-            min_size=int(get("BANK_POOL_MIN_SIZE", pool.min_size)),
-            max_size=int(get("BANK_POOL_MAX_SIZE", pool.max_size)),
-            pool_timeout_s=float(get("BANK_POOL_TIMEOUT_S", pool.pool_timeout_s)),
-            statement_timeout_ms=int(get("BANK_STATEMENT_TIMEOUT_MS", pool.statement_timeout_ms)),
-            lock_timeout_ms=int(get("BANK_LOCK_TIMEOUT_MS", pool.lock_timeout_ms)),
+            min_size=integer("BANK_POOL_MIN_SIZE", pool.min_size),
+            max_size=integer("BANK_POOL_MAX_SIZE", pool.max_size),
+            pool_timeout_s=number("BANK_POOL_TIMEOUT_S", pool.pool_timeout_s),
+            statement_timeout_ms=integer("BANK_STATEMENT_TIMEOUT_MS", pool.statement_timeout_ms),
+            lock_timeout_ms=integer("BANK_LOCK_TIMEOUT_MS", pool.lock_timeout_ms),
         ),
         sweeper=SweepLimits(
-            batch_max=int(get("BANK_SWEEPER_BATCH_MAX", sweeper.batch_max)),
-            interval_s=float(get("BANK_SWEEPER_INTERVAL_S", sweeper.interval_s)),
-            key_retention_days=int(get("BANK_KEY_RETENTION_DAYS", sweeper.key_retention_days)),
+            batch_max=integer("BANK_SWEEPER_BATCH_MAX", sweeper.batch_max),
+            interval_s=number("BANK_SWEEPER_INTERVAL_S", sweeper.interval_s),
+            key_retention_days=integer("BANK_KEY_RETENTION_DAYS", sweeper.key_retention_days),
         ),
         queries=QueryLimits(
-            depth_max=int(get("BANK_QUERY_DEPTH_MAX", queries.depth_max)),
-            tokens_max=int(get("BANK_QUERY_TOKENS_MAX", queries.tokens_max)),
-            aliases_max=int(get("BANK_QUERY_ALIASES_MAX", queries.aliases_max)),
-            cost_max=int(get("BANK_QUERY_COST_MAX", queries.cost_max)),
-            merge_checks_max=int(get("BANK_QUERY_MERGE_CHECKS_MAX", queries.merge_checks_max)),
+            depth_max=integer("BANK_QUERY_DEPTH_MAX", queries.depth_max),
+            tokens_max=integer("BANK_QUERY_TOKENS_MAX", queries.tokens_max),
+            aliases_max=integer("BANK_QUERY_ALIASES_MAX", queries.aliases_max),
+            cost_max=integer("BANK_QUERY_COST_MAX", queries.cost_max),
+            merge_checks_max=integer("BANK_QUERY_MERGE_CHECKS_MAX", queries.merge_checks_max),
             introspection=_flag(get("BANK_INTROSPECTION", "1")),
         ),
-        body_bytes_max=int(get("BANK_BODY_BYTES_MAX", BODY_BYTES_MAX_DEFAULT)),
+        body_bytes_max=integer("BANK_BODY_BYTES_MAX", BODY_BYTES_MAX_DEFAULT),
         http=HttpLimits(
-            header_bytes_max=int(get("BANK_HEADER_BYTES_MAX", http.header_bytes_max)),
-            headers_count_max=int(get("BANK_HEADERS_COUNT_MAX", http.headers_count_max)),
-            url_bytes_max=int(get("BANK_URL_BYTES_MAX", http.url_bytes_max)),
-            header_read_timeout_s=float(
-                get("BANK_HEADER_READ_TIMEOUT_S", http.header_read_timeout_s)
-            ),
-            body_read_timeout_s=float(get("BANK_BODY_READ_TIMEOUT_S", http.body_read_timeout_s)),
-            keep_alive_timeout_s=int(get("BANK_KEEP_ALIVE_TIMEOUT_S", http.keep_alive_timeout_s)),
-            connections_max=int(get("BANK_CONNECTIONS_MAX", http.connections_max)),
-            ws_ping_interval_s=float(get("BANK_WS_PING_INTERVAL_S", http.ws_ping_interval_s)),
-            ws_ping_timeout_s=float(get("BANK_WS_PING_TIMEOUT_S", http.ws_ping_timeout_s)),
+            header_bytes_max=integer("BANK_HEADER_BYTES_MAX", http.header_bytes_max),
+            headers_count_max=integer("BANK_HEADERS_COUNT_MAX", http.headers_count_max),
+            url_bytes_max=integer("BANK_URL_BYTES_MAX", http.url_bytes_max),
+            header_read_timeout_s=number("BANK_HEADER_READ_TIMEOUT_S", http.header_read_timeout_s),
+            body_read_timeout_s=number("BANK_BODY_READ_TIMEOUT_S", http.body_read_timeout_s),
+            keep_alive_timeout_s=integer("BANK_KEEP_ALIVE_TIMEOUT_S", http.keep_alive_timeout_s),
+            connections_max=integer("BANK_CONNECTIONS_MAX", http.connections_max),
+            ws_ping_interval_s=number("BANK_WS_PING_INTERVAL_S", http.ws_ping_interval_s),
+            ws_ping_timeout_s=number("BANK_WS_PING_TIMEOUT_S", http.ws_ping_timeout_s),
         ),
         graphiql=_flag(get("BANK_GRAPHIQL", "1")),
         cors_origins=tuple(o.strip() for o in get("BANK_CORS_ORIGINS", "").split(",") if o.strip()),
         auth=auth_from_env(environ),
         jwt=jwt_from_env(environ),
-        live=LiveLimits(buffer_max=max(1, int(get("BANK_SUBSCRIBER_BUFFER", live.buffer_max)))),
+        live=LiveLimits(buffer_max=max(1, integer("BANK_SUBSCRIBER_BUFFER", live.buffer_max))),
     )

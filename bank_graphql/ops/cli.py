@@ -17,6 +17,7 @@ import uvicorn
 
 from bank_graphql.edge.http_server import BoundedHttpToolsProtocol, fit_to_open_files
 from bank_graphql.edge.logs import configure_logging
+from bank_graphql.edge.settings import settings_from_env
 from bank_graphql.ledger import (
     RETENTION_DAYS_MIN,
     ClockMode,
@@ -183,8 +184,6 @@ def _exit_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
 
 
 def _run_uvicorn(args: argparse.Namespace) -> None:
-    from bank_graphql.edge.settings import settings_from_env
-
     settings = settings_from_env()  # what each worker reads too, from the variables set above
     limits = fit_to_open_files(settings.http, settings.pool.max_size + FILES_RESERVED)
     protocol = partial(BoundedHttpToolsProtocol, limits=limits)
@@ -222,6 +221,9 @@ def serve(args: argparse.Namespace) -> None:
     database_url: str | None = args.database_url
     try:
         access = access_env(args)
+        # What every worker will read, checked once here: a bad value is one line, not a
+        # traceback from each worker.
+        settings_from_env({**os.environ, "DATABASE_URL": "checked later"})
     except ValueError as exc:
         refuse("serve", exc)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
