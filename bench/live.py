@@ -9,8 +9,6 @@ same with --idle-subs idle subscriptions open besides. A latency cell that canno
 
 import argparse
 import secrets
-import shutil
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,7 +20,7 @@ from bench.infra import Databases
 from bench.live_cells import LiveCell, live_cell
 from bench.live_writer import Pacing
 from bench.options import DEFAULT_DATABASE_URL, DEFAULT_RESULTS, _names
-from bench.run import _guarded, run_as_main
+from bench.run import _guarded, close_run, run_as_main
 
 CELLS = ("throughput", "latency", "idle")
 RESULTS = DEFAULT_RESULTS.parent / "live.jsonl"
@@ -106,11 +104,7 @@ def run(args: argparse.Namespace) -> int:
         if "idle" in args.cells:
             _latency_cells(ctx, args.idle_subs, fed_max)
     finally:
-        ctx.databases.close()
-        if ctx.errors == 0:
-            shutil.rmtree(log_dir, ignore_errors=True)
-        else:
-            print(f"server logs kept in {log_dir}", file=sys.stderr)
+        close_run(ctx, log_dir)
     live_report.print_summary(ctx.rows)
     return 1 if ctx.errors else 0
 

@@ -67,13 +67,18 @@ def run(args: argparse.Namespace) -> int:
         if "deep" in args.phases:
             _guarded(ctx, lambda: deep_pages_phase(ctx))
     finally:
-        ctx.databases.close()
-        if ctx.errors == 0:
-            shutil.rmtree(log_dir, ignore_errors=True)
-        else:
-            print(f"server logs kept in {log_dir}", file=sys.stderr)
+        close_run(ctx, log_dir)
     report.print_summary(ctx.rows)
     return 1 if ctx.errors else 0
+
+
+def close_run(ctx: Context, log_dir: Path) -> None:
+    """Drop the run's databases; keep the servers' logs only when a cell failed."""
+    ctx.databases.close()
+    if ctx.errors == 0:
+        shutil.rmtree(log_dir, ignore_errors=True)
+    else:
+        print(f"server logs kept in {log_dir}", file=sys.stderr)
 
 
 def _guarded(ctx: Context, step: Any) -> dict[str, Any] | None:
