@@ -4,20 +4,11 @@ variable."""
 import argparse
 import asyncio
 import logging
-import os
-import signal
 import sys
 from collections.abc import Sequence
-from functools import partial
 from importlib.metadata import version
-from types import FrameType
-from typing import cast
 
-import uvicorn
-
-from bank_graphql.edge.http_server import BoundedHttpToolsProtocol, fit_to_open_files
 from bank_graphql.edge.logs import configure_logging
-from bank_graphql.edge.settings import settings_from_env
 from bank_graphql.ledger import (
     RETENTION_DAYS_MIN,
     ClockMode,
@@ -27,25 +18,13 @@ from bank_graphql.ledger import (
     SweepLimits,
     migrate,
     open_pool,
-    require_current,
 )
-from bank_graphql.ops.access import access_env, add_access_options, show_first_admin_key
 from bank_graphql.ops.database import add_database_options, database, refuse
-from bank_graphql.ops.keys import add_keys_command, run_keys
-
-# Open files a worker needs besides its client connections: its pool, listening socket,
-# log and the files Python itself holds.
-FILES_RESERVED = 64
+from bank_graphql.ops.keys import add_keys_command
+from bank_graphql.ops.serve import add_serve_command
+from bank_graphql.ops.settings_env import env
 
 log = logging.getLogger("bank_graphql")
-
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name) or default
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _retention_days(text: str) -> int:
@@ -64,12 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"bank-graphql {version('bank-graphql')}"
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    _add_serve_options(commands.add_parser("serve", help="run the GraphQL server"))
+    add_serve_command(commands)
 
     migrate_cmd = commands.add_parser(
         "migrate", help="bring the database's schema to this release's version"
     )
     add_database_options(migrate_cmd)
+    migrate_cmd.set_defaults(run=run_migrate)
 
     prune = commands.add_parser(
         "prune-keys",
@@ -80,92 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument(
         "--older-than-days",
         type=_retention_days,
-        default=_env("BANK_KEY_RETENTION_DAYS", str(RETENTION_DAYS_MIN)),
+        default=env("BANK_KEY_RETENTION_DAYS", str(RETENTION_DAYS_MIN)),
         help="retention in days, at least 7 (env BANK_KEY_RETENTION_DAYS, default 7)",
     )
+    prune.set_defaults(run=run_prune_keys)
     add_keys_command(commands)
     return parser
-
-
-def _add_serve_options(serve: argparse.ArgumentParser) -> None:
-    serve.add_argument(
-        "--host",
-        default=_env("BANK_HOST", "127.0.0.1"),
-        help="address to listen on (env BANK_HOST, default 127.0.0.1)",
-    )
-    serve.add_argument(
-        "--port",
-        type=int,
-        default=_env("BANK_PORT", "8000"),
-        help="port to listen on (env BANK_PORT, default 8000)",
-    )
-    add_database_options(serve)
-    serve.add_argument(
-        "--clock",
-        choices=[m.value for m in ClockMode],
-        default=_env("BANK_CLOCK", ClockMode.SYSTEM.value),
-        help="'system': now is the server's clock; 'client': now is the latest "
-        "timestamp a mutation used (env BANK_CLOCK, default system)",
-    )
-    serve.add_argument(
-        "--workers",
-        type=int,
-        default=_env("BANK_WORKERS", "1"),
-        help="worker processes (env BANK_WORKERS, default 1)",
-    )
-    serve.add_argument(
-        "--no-graphiql",
-        action="store_true",
-        default=os.environ.get("BANK_GRAPHIQL", "1") == "0",
-        help="do not serve the GraphiQL page at GET /graphql (env BANK_GRAPHIQL=0)",
-    )
-    serve.add_argument(
-        "--no-migrate",
-        action="store_true",
-        default=_env_flag("BANK_NO_MIGRATE"),
-        help="refuse to start on a database whose schema is older than this release, "
-        "instead of migrating it (env BANK_NO_MIGRATE=1)",
-    )
-    _add_edge_options(serve)
-    add_access_options(serve)
-
-
-def _add_edge_options(serve: argparse.ArgumentParser) -> None:
-    """How the server faces its clients: shutdown grace, introspection, CORS, connections, logs."""
-    serve.add_argument(
-        "--shutdown-timeout-s",
-        type=float,
-        default=_env("BANK_SHUTDOWN_TIMEOUT_S", "10"),
-        help="on SIGTERM, how long in-flight requests may take to finish "
-        "(env BANK_SHUTDOWN_TIMEOUT_S, default 10)",
-    )
-    serve.add_argument(
-        "--no-introspection",
-        action="store_true",
-        default=os.environ.get("BANK_INTROSPECTION", "1") == "0",
-        help="refuse introspection queries (env BANK_INTROSPECTION=0)",
-    )
-    serve.add_argument(
-        "--cors-origins",
-        default=_env("BANK_CORS_ORIGINS", ""),
-        metavar="ORIGINS",
-        help="comma-separated browser origins allowed to call the API; none by default "
-        "(env BANK_CORS_ORIGINS)",
-    )
-    serve.add_argument(
-        "--connections-max",
-        type=int,
-        default=_env("BANK_CONNECTIONS_MAX", "1000"),
-        help="open connections per worker, websockets included; further ones are refused "
-        "with 503, and it is kept below the open-files limit (env BANK_CONNECTIONS_MAX, "
-        "default 1000)",
-    )
-    serve.add_argument(
-        "--log-level",
-        default=_env("BANK_LOG_LEVEL", "info"),
-        choices=["critical", "error", "warning", "info", "debug"],
-        help="log level (env BANK_LOG_LEVEL, default info)",
-    )
 
 
 async def _prune_keys(database_url: str, retention_days: int) -> int:
@@ -177,102 +77,25 @@ async def _prune_keys(database_url: str, retention_days: int) -> int:
         await pool.close()
 
 
-def _exit_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
-    # uvicorn re-raises SIGTERM once it has shut down; exiting through SystemExit lets the
-    # `finally` below stop the embedded PostgreSQL.
-    raise SystemExit(0)
+def run_migrate(args: argparse.Namespace) -> None:
+    with database(args, "migrate", current=False) as url:
+        try:
+            report = migrate(url)
+        except SchemaVersionError as exc:
+            refuse("migrate", exc)
+    sys.stdout.write(f"{report}\n")
 
 
-def _run_uvicorn(args: argparse.Namespace) -> None:
-    settings = settings_from_env()  # what each worker reads too, from the variables set above
-    limits = fit_to_open_files(settings.http, settings.pool.max_size + FILES_RESERVED)
-    protocol = partial(BoundedHttpToolsProtocol, limits=limits)
-    uvicorn.run(
-        "bank_graphql.edge.app:app_from_env",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=args.log_level,
-        log_config=None,  # the JSON logging configured here and in each worker
-        access_log=False,  # each GraphQL operation logs one line of its own
-        timeout_graceful_shutdown=args.shutdown_timeout_s,
-        http=cast(type[asyncio.Protocol], protocol),  # uvicorn only calls it
-        timeout_keep_alive=limits.keep_alive_timeout_s,
-        ws_max_size=settings.body_bytes_max,
-        ws_ping_interval=limits.ws_ping_interval_s,
-        ws_ping_timeout=limits.ws_ping_timeout_s,
-    )
-
-
-def _bring_schema_up_to_date(database_url: str, *, migrating: bool) -> None:
-    """Migrate an older database (under an advisory lock), or refuse one not at this version."""
-    try:
-        if migrating:
-            migrate(database_url)
-        else:
-            require_current(database_url)
-    except SchemaVersionError as exc:
-        refuse("serve", exc)
-
-
-def serve(args: argparse.Namespace) -> None:
-    embedded = None
-    database_url: str | None = args.database_url
-    try:
-        access = access_env(args)
-        # What every worker will read, checked once here: a bad value is one line, not a
-        # traceback from each worker.
-        settings_from_env({**os.environ, "DATABASE_URL": "checked later"})
-    except ValueError as exc:
-        refuse("serve", exc)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        if not database_url:
-            # Imported only when needed: loading it warns about folders a URL never uses.
-            from bank_graphql.ops.embedded import EmbeddedPostgres
-
-            embedded = EmbeddedPostgres(args.data_dir)
-            log.info("starting embedded PostgreSQL, data in %s", embedded.data_dir)
-            database_url = embedded.start()
-        _bring_schema_up_to_date(database_url, migrating=not args.no_migrate)
-        if not args.no_auth:
-            show_first_admin_key(database_url)
-        os.environ.update(
-            access,
-            DATABASE_URL=database_url,
-            BANK_CLOCK=args.clock,
-            BANK_GRAPHIQL="0" if args.no_graphiql else "1",
-            BANK_INTROSPECTION="0" if args.no_introspection else "1",
-            BANK_CORS_ORIGINS=args.cors_origins,
-            BANK_LOG_LEVEL=args.log_level,
-            BANK_CONNECTIONS_MAX=str(args.connections_max),
-        )
-        log.info("GraphQL at http://%s:%d/graphql (clock: %s)", args.host, args.port, args.clock)
-        _run_uvicorn(args)
-    finally:
-        if embedded is not None:
-            embedded.stop()
+def run_prune_keys(args: argparse.Namespace) -> None:
+    with database(args, "prune-keys") as url:
+        pruned = asyncio.run(_prune_keys(url, args.older_than_days))
+    log.info("pruned %d idempotency keys", pruned)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     configure_logging(getattr(args, "log_level", "info"))
-    if args.command == "serve":
-        serve(args)
-    elif args.command == "keys":
-        run_keys(args)
-    elif args.command == "migrate":
-        with database(args, "migrate", current=False) as url:
-            try:
-                report = migrate(url)
-            except SchemaVersionError as exc:
-                refuse("migrate", exc)
-        sys.stdout.write(f"{report}\n")
-    else:
-        with database(args, "prune-keys") as url:
-            pruned = asyncio.run(_prune_keys(url, args.older_than_days))
-        log.info("pruned %d idempotency keys", pruned)
+    args.run(args)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ def _one_line_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
 def add_keys_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     keys = commands.add_parser("keys", help="issue, list and revoke API keys")
     keys.error = partial(_one_line_error, keys)  # type: ignore[method-assign]
+    keys.set_defaults(run=run_keys)
     actions = keys.add_subparsers(dest="keys_command", required=True, parser_class=_OneLineParser)
     create = actions.add_parser("create", help="issue a key and print it once, on the last line")
     create.add_argument(
