@@ -12,3 +12,4 @@
 \ir bank_graphql/ledger/sql/migrations/0004_mutations.sql
 \ir bank_graphql/ledger/sql/migrations/0005_access.sql
 \ir bank_graphql/ledger/sql/migrations/0006_live_feed.sql
+\ir bank_graphql/ledger/sql/migrations/0007_hash_chain.sql

@@ -40,9 +40,11 @@ SYSTEM_START_MS = 1_700_000_000_000
 RESET = """
 ALTER TABLE entries DISABLE TRIGGER entries_no_truncate;
 ALTER TABLE feed DISABLE TRIGGER feed_no_truncate;
-TRUNCATE feed, entries, payments, accounts, idempotency_keys RESTART IDENTITY;
+ALTER TABLE chain_anchors DISABLE TRIGGER chain_anchors_no_truncate;
+TRUNCATE feed, chain_anchors, entries, payments, accounts, idempotency_keys RESTART IDENTITY;
 ALTER TABLE entries ENABLE TRIGGER entries_no_truncate;
 ALTER TABLE feed ENABLE TRIGGER feed_no_truncate;
+ALTER TABLE chain_anchors ENABLE TRIGGER chain_anchors_no_truncate;
 UPDATE feed_state SET last_position = 0;
 ALTER SEQUENCE payment_numbers RESTART;
 UPDATE client_clock SET now_ms = 0;

@@ -41,7 +41,10 @@ CATALOG = {
     " FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2",
     "indexes": "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' ORDER BY 1",
     "functions": "SELECT proname, pg_get_functiondef(oid) FROM pg_proc"
-    " WHERE pronamespace = 'public'::regnamespace ORDER BY 1",
+    " WHERE pronamespace = 'public'::regnamespace AND prokind <> 'a' ORDER BY 1",
+    "aggregates": "SELECT p.proname, a.aggtransfn::regproc::text, a.agginitval FROM pg_aggregate a"
+    " JOIN pg_proc p ON p.oid = a.aggfnoid WHERE p.pronamespace = 'public'::regnamespace"
+    " ORDER BY 1",
     "triggers": "SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal"
     " ORDER BY 1",
     "enums": "SELECT enumtypid::regtype::text, enumlabel FROM pg_enum ORDER BY 1, enumsortorder",

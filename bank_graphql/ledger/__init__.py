@@ -24,7 +24,13 @@ from bank_graphql.ledger.domain.models import (
 )
 from bank_graphql.ledger.domain.refusals import Refusal, RefusalCode
 from bank_graphql.ledger.service import Ledger, WriteLimits
-from bank_graphql.ledger.storage.audit import audit_books
+from bank_graphql.ledger.storage.audit import (
+    Finding,
+    LedgerSize,
+    audit_books,
+    audit_database,
+    audit_rules,
+)
 from bank_graphql.ledger.storage.cashback import Sweeper, SweepLimits
 from bank_graphql.ledger.storage.credentials import (
     KEY_PREFIX,
@@ -75,10 +81,12 @@ __all__ = [
     "EndReason",
     "Entry",
     "EntryKind",
+    "Finding",
     "KeyRing",
     "KeyRingLimits",
     "Ledger",
     "LedgerError",
+    "LedgerSize",
     "LiveFeed",
     "LiveLimits",
     "MigrationReport",
@@ -103,6 +111,8 @@ __all__ = [
     "WriteOutcome",
     "api_key_problem",
     "audit_books",
+    "audit_database",
+    "audit_rules",
     "count_api_keys",
     "create_api_key",
     "create_first_admin_key",

@@ -19,6 +19,7 @@ from bank_graphql.ledger import (
     migrate,
     open_pool,
 )
+from bank_graphql.ops.audit import add_audit_command
 from bank_graphql.ops.database import add_database_options, database, refuse
 from bank_graphql.ops.keys import add_keys_command
 from bank_graphql.ops.serve import add_serve_command
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prune.set_defaults(run=run_prune_keys)
     add_keys_command(commands)
+    add_audit_command(commands)
     return parser
 
 

@@ -1,8 +1,33 @@
-"""Checks that the books balance: every rule the ledger promises, asked of the data itself."""
+"""Checks that the books balance: every rule the ledger promises, asked of the data itself.
+
+Each check is one query naming what breaks its rule, one row per broken account, entry or
+total, none when it holds; run on one snapshot they describe one instant of the ledger."""
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from psycopg import AsyncConnection
 
 from bank_graphql.ledger.storage.database import Conn
 
 _CHECKS: dict[str, str] = {
+    "entry hash chain broken": """
+        SELECT account_id || ' entry ' || id FROM (
+            SELECT e.account_id, e.id, e.hash, e.id <= coalesce(a.last_entry_id, 0) AS anchored,
+                   ledger_entry_hash(
+                       coalesce(lag(e.hash) OVER (PARTITION BY e.account_id ORDER BY e.ts, e.id),
+                                a.hash, ''::bytea),
+                       e) AS expected
+            FROM entries e LEFT JOIN chain_anchors a ON a.account_id = e.account_id
+        ) AS chain
+        WHERE NOT anchored AND hash IS DISTINCT FROM expected""",
+    "entries before the hash chain differ from their anchor": """
+        SELECT a.account_id FROM chain_anchors a
+        LEFT JOIN LATERAL (
+            SELECT ledger_chain(e ORDER BY e.ts, e.id) AS hash, count(*) AS entry_count
+            FROM entries e WHERE e.account_id = a.account_id AND e.id <= a.last_entry_id
+        ) AS folded ON true
+        WHERE folded.hash IS DISTINCT FROM a.hash OR folded.entry_count <> a.entry_count""",
     "balanceAfter chain broken": """
         SELECT account_id || ' entry ' || id FROM (
             SELECT account_id, id, kind, amount, balance_after,
@@ -12,20 +37,19 @@ _CHECKS: dict[str, str] = {
         ) AS chain
         WHERE balance_after <> balance_before
             + CASE WHEN kind IN ('DEPOSIT', 'TRANSFER_IN', 'CASHBACK', 'MERGE_IN')
-                   THEN amount ELSE -amount END
-        LIMIT 20""",
+                   THEN amount ELSE -amount END""",
     "entries out of time order": """
         SELECT account_id || ' entry ' || id FROM (
             SELECT account_id, id, ts, lag(ts) OVER (PARTITION BY account_id ORDER BY id) AS prev_ts
             FROM entries
-        ) AS t WHERE ts < prev_ts LIMIT 20""",
+        ) AS t WHERE ts < prev_ts""",
     "account balance differs from its last balanceAfter": """
         SELECT a.id FROM accounts a
         LEFT JOIN LATERAL (
             SELECT balance_after FROM entries e WHERE e.account_id = a.id
             ORDER BY ts DESC, id DESC LIMIT 1
         ) AS last ON true
-        WHERE a.balance <> coalesce(last.balance_after, 0) LIMIT 20""",
+        WHERE a.balance <> coalesce(last.balance_after, 0)""",
     "money created or destroyed": """
         SELECT 'balances ' || b.total || ' <> deposits + cashback - payments ' || m.total
         FROM (SELECT coalesce(sum(balance), 0) AS total FROM accounts) AS b,
@@ -50,8 +74,7 @@ _CHECKS: dict[str, str] = {
             FROM accounts o JOIN entries e ON e.account_id = o.id
             WHERE o.survivor_id = s.id AND e.kind IN ('TRANSFER_OUT', 'PAYMENT')
         ) AS spent ON true
-        WHERE s.merged_into IS NULL AND s.outgoing <> least(spent.total, money_max())
-        LIMIT 20""",
+        WHERE s.merged_into IS NULL AND s.outgoing <> least(spent.total, money_max())""",
     "pending cashback differs from unsettled payments": """
         SELECT s.id FROM accounts s
         LEFT JOIN LATERAL (
@@ -59,18 +82,16 @@ _CHECKS: dict[str, str] = {
             FROM accounts o JOIN payments p ON p.account_id = o.id
             WHERE o.survivor_id = s.id AND NOT p.settled
         ) AS pending ON true
-        WHERE s.merged_into IS NULL AND s.pending_cashback <> pending.total LIMIT 20""",
+        WHERE s.merged_into IS NULL AND s.pending_cashback <> pending.total""",
     "settled payment without its cashback entry": """
         SELECT 'payment' || p.id FROM payments p
         WHERE p.settled AND p.cashback > 0
           AND NOT EXISTS (SELECT 1 FROM entries e
-                          WHERE e.payment_id = p.id AND e.kind = 'CASHBACK')
-        LIMIT 20""",
+                          WHERE e.payment_id = p.id AND e.kind = 'CASHBACK')""",
     "entry missing from the live feed": """
         SELECT 'entry ' || e.id FROM entries e, feed_state s
         WHERE (e.xid IS NULL OR e.xid < s.horizon)
-          AND NOT EXISTS (SELECT FROM feed f WHERE f.entry_id = e.id)
-        LIMIT 20""",
+          AND NOT EXISTS (SELECT FROM feed f WHERE f.entry_id = e.id)""",
     "live feed positions not 1..last without gaps": """
         SELECT format('%s positions, highest %s, last handed out %s', n, top, s.last_position)
         FROM (SELECT count(*) AS n, coalesce(max(position), 0) AS top FROM feed) AS f,
@@ -81,14 +102,65 @@ _CHECKS: dict[str, str] = {
             SELECT e.account_id, e.id,
                    lag(e.id) OVER (PARTITION BY e.account_id ORDER BY f.position) AS prev_id
             FROM feed f JOIN entries e ON e.id = f.entry_id
-        ) AS t WHERE id < prev_id LIMIT 20""",
+        ) AS t WHERE id < prev_id""",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    rule: str
+    subject: str
+
+    def __str__(self) -> str:
+        return f"{self.rule}: {self.subject}"
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSize:
+    accounts: int
+    entries: int
+
+
+def _quietly(_rule: str) -> None:
+    """No one is told as each rule begins."""
+
+
+def audit_rules() -> list[str]:
+    return list(_CHECKS)
+
+
+async def audit_findings(
+    conn: Conn, on_rule: Callable[[str], None] = _quietly
+) -> AsyncIterator[Finding]:
+    """Every broken rule, as found, rule by rule in `audit_rules()` order (`on_rule` is told
+    as each begins). For one snapshot, the caller holds `conn` in a REPEATABLE READ
+    transaction."""
+    for rule, query in _CHECKS.items():
+        on_rule(rule)
+        async with conn.cursor() as cursor:
+            async for row in cursor.stream(query.encode()):
+                yield Finding(rule, str(row[0]))
+
+
+async def audit_database(
+    database_url: str, on_rule: Callable[[str], None] = _quietly
+) -> AsyncIterator[Finding | LedgerSize]:
+    """The whole audit on one snapshot of a live ledger: its size, then every finding. Its
+    own connection, with no statement timeout: a big ledger takes as long as it takes, and
+    a read-only transaction holds back neither writers nor the live feed."""
+    async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
+        await conn.execute("SET statement_timeout = 0")
+        async with conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            cursor = await conn.execute(
+                "SELECT (SELECT count(*) FROM accounts), (SELECT count(*) FROM entries)"
+            )
+            accounts, entries = await cursor.fetchone() or (0, 0)
+            yield LedgerSize(accounts, entries)
+            async for finding in audit_findings(conn, on_rule):
+                yield finding
 
 
 async def audit_books(conn: Conn) -> list[str]:
     """Every broken rule found, as readable lines; an empty list means the books balance."""
-    problems: list[str] = []
-    for rule, query in _CHECKS.items():
-        cursor = await conn.execute(query.encode())
-        problems.extend(f"{rule}: {row[0]}" for row in await cursor.fetchall())
-    return problems
+    return [str(finding) async for finding in audit_findings(conn)]
