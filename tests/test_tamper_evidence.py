@@ -3,6 +3,7 @@ writes each entry, and `bank-graphql audit` finds any change made behind the led
 even by a superuser who disabled the append-only trigger, naming the account and entry.
 Entries from before the chain are covered by the anchor the migration recorded."""
 
+import asyncio
 import os
 import subprocess
 from typing import Any
@@ -165,3 +166,28 @@ async def test_new_entries_chain_on_from_the_anchor(
         assert outcome is not None
         assert outcome[0]["balance"] > 0, outcome
     assert audit_cli(v1_database_url).returncode == 0
+
+
+async def test_the_audit_sees_one_instant_while_money_moves(
+    gql: GraphQLClient, db: Db, database_url: str
+) -> None:
+    """Transfers, payments and deposits commit throughout the audit; each of its checks sees
+    the same snapshot, so none sees half of what another saw."""
+    await some_activity(gql)
+    moving = True
+
+    async def keep_moving() -> int:
+        done = 0
+        ts = 10_000
+        while moving:
+            ts += 1
+            await transfer(gql, "alice", "bob", 1, ts=ts)
+            await pay(gql, "bob", 1, ts=ts)
+            done += 1
+        return done
+
+    mover = asyncio.create_task(keep_moving())
+    result = await asyncio.to_thread(audit_cli, database_url)
+    moving = False
+    assert await mover > 0
+    assert result.returncode == 0, result.stdout + result.stderr
