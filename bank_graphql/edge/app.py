@@ -29,6 +29,7 @@ from bank_graphql.edge.graphql_view import GraphQLEndpoint
 from bank_graphql.edge.http_errors import error_response
 from bank_graphql.edge.http_limits import BodySizeLimit
 from bank_graphql.edge.logs import configure_logging
+from bank_graphql.edge.media_types import response_media_type
 from bank_graphql.edge.observability import RequestLog
 from bank_graphql.edge.playground import playground_routes
 from bank_graphql.edge.settings import Settings, settings_from_env
@@ -48,9 +49,9 @@ async def prometheus_metrics(request: Request) -> Response:
     authenticator: Authenticator = request.app.state.authenticator
     principal = authenticator.principal(authorization_header(request.headers))
     if principal is None:
-        return unauthenticated_response(request.method)
+        return unauthenticated_response(request.method, response_media_type(request.headers))
     if not principal.may(Operation.METRICS):
-        return forbidden_metrics_response(request.method)
+        return forbidden_metrics_response(request.method, response_media_type(request.headers))
     stats = request.app.state.ledger.pool.get_stats()
     metrics.POOL_CONNECTIONS.set(stats.get("pool_size", 0))
     metrics.POOL_AVAILABLE.set(stats.get("pool_available", 0))
@@ -65,7 +66,13 @@ async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     routing_codes = {404: ErrorCode.NOT_FOUND, 405: ErrorCode.METHOD_NOT_ALLOWED}
     code = routing_codes.get(exc.status_code, ErrorCode.BAD_REQUEST)
-    response = error_response(exc.status_code, code, exc.detail, method=request.method)
+    response = error_response(
+        exc.status_code,
+        code,
+        exc.detail,
+        method=request.method,
+        media_type=response_media_type(request.headers),
+    )
     response.headers.update(exc.headers or {})
     return response
 

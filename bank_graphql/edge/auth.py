@@ -16,6 +16,7 @@ from starlette.responses import Response
 from bank_graphql.api.codes import ErrorCode
 from bank_graphql.edge.http_errors import error_response
 from bank_graphql.edge.jwt_tokens import LEEWAY_S, JwtVerifier
+from bank_graphql.edge.media_types import JSON
 from bank_graphql.edge.settings import Settings
 from bank_graphql.ledger import ANONYMOUS, KEY_PREFIX, KeyRing, Principal, Role
 
@@ -111,13 +112,19 @@ class Authenticator:
         return Credential(verified.principal, token, verified.expires_at)
 
 
-def unauthenticated_response(method: str) -> Response:
+def unauthenticated_response(method: str, media_type: str = JSON) -> Response:
     response = error_response(
-        401, ErrorCode.UNAUTHENTICATED, UNAUTHENTICATED_MESSAGE, method=method
+        401,
+        ErrorCode.UNAUTHENTICATED,
+        UNAUTHENTICATED_MESSAGE,
+        method=method,
+        media_type=media_type,
     )
     response.headers["WWW-Authenticate"] = "Bearer"
     return response
 
 
-def forbidden_metrics_response(method: str) -> Response:
-    return error_response(403, ErrorCode.FORBIDDEN, FORBIDDEN_METRICS_MESSAGE, method=method)
+def forbidden_metrics_response(method: str, media_type: str = JSON) -> Response:
+    return error_response(
+        403, ErrorCode.FORBIDDEN, FORBIDDEN_METRICS_MESSAGE, method=method, media_type=media_type
+    )

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from bank_graphql.api.codes import ErrorCode
 from bank_graphql.edge import metrics
+from bank_graphql.edge.media_types import JSON, content_type
 
 request_log = logging.getLogger("bank_graphql.requests")
 
@@ -49,11 +50,23 @@ def record_disconnect(method: str) -> None:
 
 
 def error_response(
-    status_code: int, code: ErrorCode, message: str, *, method: str | None = None
+    status_code: int,
+    code: ErrorCode,
+    message: str,
+    *,
+    method: str | None = None,
+    media_type: str = JSON,
 ) -> Response:
+    """A refusal in `media_type` (`response_media_type` of the request, when it was read):
+    `data` is null in JSON and absent in graphql-response+json, where GraphQL never ran."""
     record_refusal(code, method=method, status=status_code)
-    body = {"data": None, "errors": [{"message": message, "extensions": {"code": code.value}}]}
+    body: dict[str, object] = {"errors": [{"message": message, "extensions": {"code": code.value}}]}
+    if media_type == JSON:
+        body = {"data": None, **body}
     headers = {"Allow": "POST"} if status_code == 405 else None
     return Response(
-        dump_json(body), status_code=status_code, media_type="application/json", headers=headers
+        dump_json(body),
+        status_code=status_code,
+        media_type=content_type(media_type),
+        headers=headers,
     )

@@ -5,10 +5,12 @@ import asyncio
 from contextlib import suppress
 from dataclasses import dataclass, fields
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bank_graphql.api.codes import ErrorCode
 from bank_graphql.edge.http_errors import error_response
+from bank_graphql.edge.media_types import response_media_type
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,7 @@ class BodySizeLimit:
                 ErrorCode.REQUEST_TIMEOUT,
                 f"request body not received within {self.body_read_timeout_s:g} s",
                 method=scope["method"],
+                media_type=response_media_type(Headers(scope=scope)),
             )
             # The rest of the body may never come: the connection cannot carry another request.
             response.headers["connection"] = "close"
@@ -104,6 +107,7 @@ class BodySizeLimit:
             ErrorCode.REQUEST_TOO_LARGE,
             f"request body larger than {self.body_bytes_max} bytes",
             method=scope["method"],
+            media_type=response_media_type(Headers(scope=scope)),
         )
         await response(scope, receive, send)
 
