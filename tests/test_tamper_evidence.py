@@ -64,7 +64,7 @@ async def test_an_untouched_ledger_audits_clean(gql: GraphQLClient, database_url
     result = audit_cli(database_url)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines()[-1] == (
-        "audit: 13 rules hold over 3 accounts and 9 entries; the books balance"
+        "audit: 14 rules hold over 3 accounts and 9 entries; the books balance"
     )
 
 
@@ -191,3 +191,21 @@ async def test_the_audit_sees_one_instant_while_money_moves(
     moving = False
     assert await mover > 0
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_a_hash_function_replaced_to_agree_with_any_chain_is_named(
+    gql: GraphQLClient, db: Db, database_url: str
+) -> None:
+    await some_activity(gql)
+    target = await entry_of(db, "bob", "TRANSFER_OUT")
+    behind_the_ledgers_back(
+        database_url,
+        "CREATE OR REPLACE FUNCTION ledger_entry_hash(p_prev bytea, e entries) RETURNS bytea "
+        "LANGUAGE sql STABLE AS $$ SELECT e.hash $$; "
+        f"UPDATE entries SET amount = amount + 1 WHERE id = {target}",
+    )
+    result = audit_cli(database_url)
+    assert result.returncode == 1
+    assert "the entry hash function is not the one shipped: ledger_entry_hash gives null" in (
+        result.stdout.splitlines()
+    )
