@@ -353,12 +353,6 @@ REQUIRE_BROWSER = os.environ.get("BANK_REQUIRE_BROWSER") == "1"
 WAIT_MS = 20_000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the server refuses (403) a websocket from an origin --cors-origins allows: "
-    "GraphQLEndpoint does not pass them to Strawberry's `allowed_origins`",
-)
 def test_the_frontend_shows_history_then_live_entries_each_once(bank: Bank, tmp_path: Path) -> None:
     if not REQUIRE_BROWSER:
         if not CHROMIUM.exists():

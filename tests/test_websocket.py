@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from bank_graphql.edge.app import create_app
 from bank_graphql.edge.graphql_ws import CONNECTION_INIT_TIMEOUT_S
@@ -27,6 +27,9 @@ from tests.test_request_pipeline import MISSPELT, suggestion_free
 PROTOCOL = "graphql-transport-ws"
 STACK_TRACE_MARKERS = ("Traceback", 'File "')
 INTERNAL_TEXTS = ("PostgreSQL", "NUL", "0x00", "bigint", "out of range", "Assertion", "psycopg")
+
+
+ALLOWED_ORIGIN = "http://app.example"
 
 
 def ws_url(server: Server) -> str:
@@ -41,7 +44,16 @@ def server(
     log = Path(tmp_path_factory.mktemp("ws")) / "server.log"
     with (
         cloned_database(server_url, template_db, "bank_ws") as url,
-        running("--database-url", url, "--clock", "client", "--no-graphiql", log=log) as server,
+        running(
+            "--database-url",
+            url,
+            "--clock",
+            "client",
+            "--no-graphiql",
+            "--cors-origins",
+            ALLOWED_ORIGIN,
+            log=log,
+        ) as server,
     ):
         yield server
 
@@ -459,3 +471,22 @@ async def test_operations_per_connection_are_bounded_and_finish_after_complete(
         await asyncio.sleep(0.05)
     assert data == {"account": {"balance": 10}}
     assert_log_clean(busy)
+
+
+async def test_a_page_of_an_origin_cors_allows_may_open_a_websocket(server: Server) -> None:
+    """What --cors-origins lets a page post, it lets the page subscribe to; other origins'
+    pages are refused at the handshake (a browser sends the user's cookies with it)."""
+    async with connect(
+        ws_url(server),
+        subprotocols=[PROTOCOL],  # type: ignore[list-item]
+        origin=ALLOWED_ORIGIN,  # type: ignore[arg-type]
+    ) as ws:
+        await ws.send(json.dumps({"type": "connection_init"}))
+        assert json.loads(await ws.recv()) == {"type": "connection_ack"}
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(
+            ws_url(server),
+            subprotocols=[PROTOCOL],  # type: ignore[list-item]
+            origin="http://elsewhere.example",  # type: ignore[arg-type]
+        )
+    assert refused.value.response.status_code == 403

@@ -88,6 +88,7 @@ def create_app(settings: Settings) -> Starlette:
     endpoint = GraphQLEndpoint(
         build_schema(settings.queries, extensions=(RequestLog,)),
         graphql_ide="graphiql" if settings.graphiql else None,
+        allowed_origins=settings.cors_origins,
     )
 
     @asynccontextmanager

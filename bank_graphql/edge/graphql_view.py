@@ -61,7 +61,12 @@ class GraphQLEndpoint(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWSHandler
     websocket_adapter_class = WebSocketAdapter
 
-    def __init__(self, schema: BaseSchema, graphql_ide: GraphQL_IDE | None = "graphiql") -> None:
+    def __init__(
+        self,
+        schema: BaseSchema,
+        graphql_ide: GraphQL_IDE | None = "graphiql",
+        allowed_origins: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(
             schema,
             graphql_ide=graphql_ide,
@@ -69,6 +74,8 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
             connection_init_wait_timeout=timedelta(seconds=CONNECTION_INIT_TIMEOUT_S),
             max_subscriptions_per_connection=OPERATIONS_PER_CONNECTION_MAX,
+            # Browser pages of these origins may open websockets, as CORS lets them post.
+            allowed_origins=allowed_origins,
         )
 
     async def get_context(
