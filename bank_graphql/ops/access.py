@@ -84,13 +84,16 @@ async def _first_admin_key(database_url: str) -> str | None:
         return await create_first_admin_key(conn)
 
 
-def show_first_admin_key(database_url: str) -> None:
-    """With no API key yet, create an ADMIN key and print it, this once, on standard output
-    (plain text, whatever the log format)."""
-    key = asyncio.run(_first_admin_key(database_url))
-    if key is not None:
-        sys.stdout.write(
-            "No API key existed: created an ADMIN key. It is shown this once; keep it safe.\n"
-            f"admin key: {key}\n"
-        )
-        sys.stdout.flush()
+def create_admin_key_if_none(database_url: str) -> str | None:
+    """With no API key yet, an ADMIN key, created now: the caller shows it, this once."""
+    return asyncio.run(_first_admin_key(database_url))
+
+
+ADMIN_KEY_CREATED = "No API key existed: created an ADMIN key. It is shown this once; keep it safe."
+
+
+def print_admin_key(key: str) -> None:
+    """The new ADMIN key on standard output, in plain text whatever the log format: where a
+    server's output goes to a file or a pipe, its reader finds it there."""
+    sys.stdout.write(f"{ADMIN_KEY_CREATED}\nadmin key: {key}\n")
+    sys.stdout.flush()

@@ -1,27 +1,41 @@
 """`bank-graphql serve`: the embedded or given database brought up to date, then uvicorn with
-the bounded HTTP edge and the JSON logs."""
+the bounded HTTP edge, its logs, and on a terminal a banner once it answers."""
 
 import argparse
 import asyncio
 import logging
 import os
 import signal
+import sys
+from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from types import FrameType
 from typing import cast
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
 
 from bank_graphql.edge.http_server import BoundedHttpToolsProtocol, fit_to_open_files
+from bank_graphql.edge.logs import LOG_FORMATS, configure_logging, resolve_log_format
 from bank_graphql.edge.settings import settings_from_env
 from bank_graphql.ledger import ClockMode, SchemaVersionError, migrate, require_current
-from bank_graphql.ops.access import access_env, add_access_options, show_first_admin_key
+from bank_graphql.ops.access import (
+    access_env,
+    add_access_options,
+    create_admin_key_if_none,
+    print_admin_key,
+)
+from bank_graphql.ops.banner import Banner, ReadyNotice, when_answering
 from bank_graphql.ops.database import add_database_options, refuse
 from bank_graphql.ops.settings_env import env, env_flag
 
 # Open files a worker needs besides its client connections: its pool, listening socket,
 # log and the files Python itself holds.
 FILES_RESERVED = 64
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 log = logging.getLogger("bank_graphql")
 
@@ -107,10 +121,33 @@ def _add_edge_options(serve: argparse.ArgumentParser) -> None:
     )
     serve.add_argument(
         "--log-level",
+        type=_one_of(LOG_LEVELS, "BANK_LOG_LEVEL"),
         default=env("BANK_LOG_LEVEL", "info"),
-        choices=["critical", "error", "warning", "info", "debug"],
+        choices=LOG_LEVELS,
         help="log level (env BANK_LOG_LEVEL, default info)",
     )
+    serve.add_argument(
+        "--log-format",
+        type=_one_of(LOG_FORMATS, "BANK_LOG_FORMAT"),
+        default=env("BANK_LOG_FORMAT", "auto"),
+        choices=LOG_FORMATS,
+        help="'json': one JSON object per line; 'text': short lines for a person; 'auto': "
+        "text when stderr is a terminal, else json (env BANK_LOG_FORMAT, default auto)",
+    )
+
+
+def _one_of(values: tuple[str, ...], variable: str) -> Callable[[str], str]:
+    """A flag's check, applied by argparse to the default read from `variable` too (its
+    `choices` are not): a bad value is argparse's one-line error, never a traceback."""
+
+    def check(text: str) -> str:
+        if text.strip().lower() not in values:
+            raise argparse.ArgumentTypeError(
+                f"must be one of {', '.join(values)} (env {variable}), not {text!r}"
+            )
+        return text.strip().lower()
+
+    return check
 
 
 def _exit_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
@@ -119,18 +156,21 @@ def _exit_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def _run_uvicorn(args: argparse.Namespace) -> None:
+def _run_uvicorn(args: argparse.Namespace, on_listening: Callable[[int], None]) -> None:
+    """uvicorn, as `uvicorn.run` would start it, but on a socket bound here first: its port
+    (`--port 0` included) is known, and only this server can answer on it."""
     settings = settings_from_env()  # what each worker reads too, from the variables set above
     limits = fit_to_open_files(settings.http, settings.pool.max_size + FILES_RESERVED)
     protocol = partial(BoundedHttpToolsProtocol, limits=limits)
-    uvicorn.run(
+    config = uvicorn.Config(
         "bank_graphql.edge.app:app_from_env",
         factory=True,
         host=args.host,
         port=args.port,
         workers=args.workers,
         log_level=args.log_level,
-        log_config=None,  # the JSON logging configured here and in each worker
+        log_config=None,  # the logging configured here and in each worker
+        use_colors=False,
         access_log=False,  # each GraphQL operation logs one line of its own
         timeout_graceful_shutdown=args.shutdown_timeout_s,
         http=cast(type[asyncio.Protocol], protocol),  # uvicorn only calls it
@@ -139,6 +179,15 @@ def _run_uvicorn(args: argparse.Namespace) -> None:
         ws_ping_interval=limits.ws_ping_interval_s,
         ws_ping_timeout=limits.ws_ping_timeout_s,
     )
+    sock = config.bind_socket()  # an address in use: uvicorn logs it and exits
+    on_listening(sock.getsockname()[1])
+    if config.workers > 1:
+        Multiprocess(config, sockets=[sock]).run()
+        return
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
 
 
 def _bring_schema_up_to_date(database_url: str, *, migrating: bool) -> None:
@@ -162,18 +211,23 @@ def serve(args: argparse.Namespace) -> None:
         settings_from_env({**os.environ, "DATABASE_URL": "checked later"})
     except ValueError as exc:
         refuse("serve", exc)
+    log_format = resolve_log_format(args.log_format)
+    configure_logging(args.log_level, log_format)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    notice: ReadyNotice | None = None
     try:
         if not database_url:
-            # Imported only when needed: loading it warns about folders a URL never uses.
-            from bank_graphql.ops.embedded import EmbeddedPostgres
+            # Imported only when needed: at import the wheel looks for folders a URL never uses.
+            from bank_graphql.ops.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
             embedded = EmbeddedPostgres(args.data_dir)
             log.info("starting embedded PostgreSQL, data in %s", embedded.data_dir)
-            database_url = embedded.start()
+            try:
+                database_url = embedded.start()
+            except EmbeddedPostgresError as exc:
+                refuse("serve", exc, status=1)
         _bring_schema_up_to_date(database_url, migrating=not args.no_migrate)
-        if not args.no_auth:
-            show_first_admin_key(database_url)
+        admin_key = None if args.no_auth else create_admin_key_if_none(database_url)
         os.environ.update(
             access,
             DATABASE_URL=database_url,
@@ -182,10 +236,43 @@ def serve(args: argparse.Namespace) -> None:
             BANK_INTROSPECTION="0" if args.no_introspection else "1",
             BANK_CORS_ORIGINS=args.cors_origins,
             BANK_LOG_LEVEL=args.log_level,
+            BANK_LOG_FORMAT=log_format,
             BANK_CONNECTIONS_MAX=str(args.connections_max),
         )
-        log.info("GraphQL at http://%s:%d/graphql (clock: %s)", args.host, args.port, args.clock)
-        _run_uvicorn(args)
+        if log_format == "text" and sys.stderr.isatty():
+            notice = _ready_notice(args, embedded.data_dir if embedded else None, admin_key)
+        elif admin_key is not None:
+            print_admin_key(admin_key)
+        _run_uvicorn(args, partial(_on_listening, args, notice))
+    except KeyboardInterrupt:
+        pass  # Ctrl-C while starting; once started, uvicorn has already stopped gracefully
     finally:
+        if notice is not None:
+            notice.close()
         if embedded is not None:
             embedded.stop()
+
+
+def _ready_notice(
+    args: argparse.Namespace, data_dir: Path | None, admin_key: str | None
+) -> ReadyNotice:
+    """The banner for a person at a terminal, holding the ADMIN key a first start created."""
+    banner = Banner(
+        host=args.host,
+        port=args.port,
+        clock=args.clock,
+        graphiql=not args.no_graphiql,
+        auth=not args.no_auth,
+        workers=args.workers,
+        data_dir=data_dir,
+        database_url=args.database_url,
+        admin_key=admin_key,
+    )
+    return ReadyNotice(banner)
+
+
+def _on_listening(args: argparse.Namespace, notice: ReadyNotice | None, port: int) -> None:
+    if notice is None:
+        log.info("GraphQL at http://%s:%d/graphql (clock: %s)", args.host, port, args.clock)
+        return
+    when_answering(args.host, port, partial(notice.show, port))
