@@ -132,7 +132,7 @@ class LedgerSize:
 
 
 def _quietly(_rule: str) -> None:
-    """No one is told as each rule begins."""
+    """No one is told as each rule is checked."""
 
 
 def audit_rules() -> list[str]:
@@ -140,20 +140,20 @@ def audit_rules() -> list[str]:
 
 
 async def audit_findings(
-    conn: Conn, on_rule: Callable[[str], None] = _quietly
+    conn: Conn, on_checked: Callable[[str], None] = _quietly
 ) -> AsyncIterator[Finding]:
-    """Every broken rule, as found, rule by rule in `audit_rules()` order (`on_rule` is told
-    as each begins). For one snapshot, the caller holds `conn` in a REPEATABLE READ
+    """Every broken rule, as found, rule by rule in `audit_rules()` order (`on_checked` is
+    told as each is done). For one snapshot, the caller holds `conn` in a REPEATABLE READ
     transaction."""
     for rule, query in _CHECKS.items():
-        on_rule(rule)
         async with conn.cursor() as cursor:
             async for row in cursor.stream(query.encode()):
                 yield Finding(rule, str(row[0]))
+        on_checked(rule)
 
 
 async def audit_database(
-    database_url: str, on_rule: Callable[[str], None] = _quietly
+    database_url: str, on_checked: Callable[[str], None] = _quietly
 ) -> AsyncIterator[Finding | LedgerSize]:
     """The whole audit on one snapshot of a live ledger: its size, then every finding. Its
     own connection, with no statement timeout: a big ledger takes as long as it takes, and
@@ -167,7 +167,7 @@ async def audit_database(
             )
             accounts, entries = await cursor.fetchone() or (0, 0)
             yield LedgerSize(accounts, entries)
-            async for finding in audit_findings(conn, on_rule):
+            async for finding in audit_findings(conn, on_checked):
                 yield finding
 
 
