@@ -59,6 +59,7 @@ from bank_graphql.ledger.storage.migrations import (
     require_current,
 )
 from bank_graphql.ledger.storage.reads import Snapshot
+from bank_graphql.ledger.storage.statement import Statement, StatementPeriod, account_statement
 
 __all__ = [
     "ANONYMOUS",
@@ -95,12 +96,15 @@ __all__ = [
     "SchemaVersionError",
     "Snapshot",
     "Spender",
+    "Statement",
+    "StatementPeriod",
     "SubscriptionEnded",
     "SweepLimits",
     "Sweeper",
     "TransferRequest",
     "WriteLimits",
     "WriteOutcome",
+    "account_statement",
     "api_key_problem",
     "audit_books",
     "count_api_keys",

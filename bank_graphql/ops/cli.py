@@ -20,6 +20,7 @@ from bank_graphql.ledger import (
     open_pool,
 )
 from bank_graphql.ops.database import add_database_options, database, refuse
+from bank_graphql.ops.export import add_export_command
 from bank_graphql.ops.keys import add_keys_command
 from bank_graphql.ops.serve import add_serve_command
 from bank_graphql.ops.settings_env import env
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prune.set_defaults(run=run_prune_keys)
     add_keys_command(commands)
+    add_export_command(commands)
     return parser
 
 
