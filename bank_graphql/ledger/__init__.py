@@ -25,6 +25,12 @@ from bank_graphql.ledger.domain.models import (
 from bank_graphql.ledger.domain.refusals import Refusal, RefusalCode
 from bank_graphql.ledger.service import Ledger, WriteLimits
 from bank_graphql.ledger.storage.audit import audit_books
+from bank_graphql.ledger.storage.backup import (
+    AFTER_RESTORE,
+    accepted_column_options,
+    setting_names,
+    user_relations,
+)
 from bank_graphql.ledger.storage.cashback import Sweeper, SweepLimits
 from bank_graphql.ledger.storage.credentials import (
     KEY_PREFIX,
@@ -62,6 +68,7 @@ from bank_graphql.ledger.storage.reads import Snapshot
 from bank_graphql.ledger.storage.statement import Statement, StatementPeriod, account_statement
 
 __all__ = [
+    "AFTER_RESTORE",
     "ANONYMOUS",
     "KEY_PREFIX",
     "RETENTION_DAYS_MIN",
@@ -104,6 +111,7 @@ __all__ = [
     "TransferRequest",
     "WriteLimits",
     "WriteOutcome",
+    "accepted_column_options",
     "account_statement",
     "api_key_problem",
     "audit_books",
@@ -122,4 +130,6 @@ __all__ = [
     "principal_problem",
     "require_current",
     "revoke_api_key",
+    "setting_names",
+    "user_relations",
 ]
