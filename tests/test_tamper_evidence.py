@@ -15,6 +15,7 @@ from bank_graphql.ledger import migrate
 from tests.conftest import GraphQLClient
 from tests.operations import funded, merge, pay, transfer
 from tests.servers import BIN
+from tests.terminal import on_a_terminal
 from tests.test_upgrade import v1_database_url  # noqa: F401  (a fixture)
 
 Db = psycopg.AsyncConnection[Any]
@@ -209,3 +210,14 @@ async def test_a_hash_function_replaced_to_agree_with_any_chain_is_named(
     assert "the entry hash function is not the one shipped: ledger_entry_hash gives null" in (
         result.stdout.splitlines()
     )
+
+
+async def test_the_audit_shows_its_progress_on_a_terminal_only(
+    gql: GraphQLClient, database_url: str
+) -> None:
+    await some_activity(gql)
+    command = [str(BIN), "audit", "--database-url", database_url]
+    returncode, drawn = await asyncio.to_thread(on_a_terminal, command)
+    assert returncode == 0, drawn
+    assert b"14/14" in drawn, drawn
+    assert "rules" not in audit_cli(database_url).stderr

@@ -31,6 +31,12 @@ from bank_graphql.ledger.storage.audit import (
     audit_database,
     audit_rules,
 )
+from bank_graphql.ledger.storage.backup import (
+    AFTER_RESTORE,
+    accepted_column_options,
+    setting_names,
+    user_relations,
+)
 from bank_graphql.ledger.storage.cashback import Sweeper, SweepLimits
 from bank_graphql.ledger.storage.credentials import (
     KEY_PREFIX,
@@ -65,8 +71,10 @@ from bank_graphql.ledger.storage.migrations import (
     require_current,
 )
 from bank_graphql.ledger.storage.reads import Snapshot
+from bank_graphql.ledger.storage.statement import Statement, StatementPeriod, account_statement
 
 __all__ = [
+    "AFTER_RESTORE",
     "ANONYMOUS",
     "KEY_PREFIX",
     "RETENTION_DAYS_MIN",
@@ -103,12 +111,16 @@ __all__ = [
     "SchemaVersionError",
     "Snapshot",
     "Spender",
+    "Statement",
+    "StatementPeriod",
     "SubscriptionEnded",
     "SweepLimits",
     "Sweeper",
     "TransferRequest",
     "WriteLimits",
     "WriteOutcome",
+    "accepted_column_options",
+    "account_statement",
     "api_key_problem",
     "audit_books",
     "audit_database",
@@ -128,4 +140,6 @@ __all__ = [
     "principal_problem",
     "require_current",
     "revoke_api_key",
+    "setting_names",
+    "user_relations",
 ]

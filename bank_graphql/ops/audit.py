@@ -7,6 +7,7 @@ import sys
 
 from bank_graphql.ledger import LedgerSize, audit_database, audit_rules
 from bank_graphql.ops.database import add_database_options, database
+from bank_graphql.ops.progress import progress
 
 EXIT_BROKEN = 1
 
@@ -25,12 +26,13 @@ async def _audit(database_url: str) -> int:
     """How many findings; each is written as it is found."""
     found = 0
     size = LedgerSize(0, 0)
-    async for item in audit_database(database_url):
-        if isinstance(item, LedgerSize):
-            size = item
-            continue
-        found += 1
-        sys.stdout.write(f"{item}\n")
+    with progress(len(audit_rules()), "rules") as bar:
+        async for item in audit_database(database_url, lambda _rule: bar.update(1)):
+            if isinstance(item, LedgerSize):
+                size = item
+                continue
+            found += 1
+            sys.stdout.write(f"{item}\n")
     if found:
         sys.stdout.write(f"audit: {found} problem(s); the books do NOT balance\n")
     else:

@@ -20,8 +20,11 @@ from bank_graphql.ledger import (
     open_pool,
 )
 from bank_graphql.ops.audit import add_audit_command
+from bank_graphql.ops.backup import add_backup_command
 from bank_graphql.ops.database import add_database_options, database, refuse
+from bank_graphql.ops.export import add_export_command
 from bank_graphql.ops.keys import add_keys_command
+from bank_graphql.ops.restore import add_restore_command
 from bank_graphql.ops.serve import add_serve_command
 from bank_graphql.ops.settings_env import env
 
@@ -67,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     prune.set_defaults(run=run_prune_keys)
     add_keys_command(commands)
     add_audit_command(commands)
+    add_export_command(commands)
+    add_backup_command(commands)
+    add_restore_command(commands)
     return parser
 
 

@@ -140,7 +140,7 @@ def audit_rules() -> list[str]:
 
 
 async def audit_findings(
-    conn: Conn, on_checked: Callable[[str], None] = _quietly
+    conn: Conn, on_checked: Callable[[str], object] = _quietly
 ) -> AsyncIterator[Finding]:
     """Every broken rule, as found, rule by rule in `audit_rules()` order (`on_checked` is
     told as each is done). For one snapshot, the caller holds `conn` in a REPEATABLE READ
@@ -153,7 +153,7 @@ async def audit_findings(
 
 
 async def audit_database(
-    database_url: str, on_checked: Callable[[str], None] = _quietly
+    database_url: str, on_checked: Callable[[str], object] = _quietly
 ) -> AsyncIterator[Finding | LedgerSize]:
     """The whole audit on one snapshot of a live ledger: its size, then every finding. Its
     own connection, with no statement timeout: a big ledger takes as long as it takes, and

@@ -104,12 +104,18 @@ _ACCOUNT_PAGES = _account_pages("merged_into IS NULL")
 # A credential's scope is a short list: its accounts are found by id.
 _SCOPED_ACCOUNT_PAGES = _account_pages("id = ANY(%(scope)s) AND survivor_id = id")
 
+ENTRY_COLUMNS = (
+    "id, account_id, ts, kind::text, amount, balance_after, counterparty_id, payment_id, actor"
+)
+"""An entry's columns, as `entry_from_row` reads them."""
+ENTRY_ORDER = ("ts", "id")
+"""The ledger's order of one account's entries: its history pages and its balanceAfter chain."""
+
 _ENTRY_PAGES: Keyset[Entry] = Keyset(
-    columns="id, account_id, ts, kind::text, amount, balance_after, counterparty_id, payment_id, "
-    "actor",
+    columns=ENTRY_COLUMNS,
     source="entries",
     scope="account_id = %(account)s",
-    key_columns=["ts", "id"],
+    key_columns=ENTRY_ORDER,
     key_types=["bigint", "bigint"],
     to_row=entry_from_row,
 )
