@@ -163,3 +163,18 @@ def test_an_embedded_database_that_cannot_start_is_one_line_for_every_command(
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"bank-graphql {' '.join(command)}: the embedded PostgreSQL in "), last
     assert cause in last
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("migrate",), ("prune-keys",), ("keys", "list"), ("audit",), ("export", "--account", "a")],
+)
+def test_a_database_that_cannot_be_reached_is_one_line_for_every_command(
+    command: tuple[str, ...],
+) -> None:
+    done = _run(*command, "--database-url", "postgresql://postgres@127.0.0.1:1/nowhere")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith(f"bank-graphql {command[0]}"), done.stderr
+    assert "Connection refused" in done.stderr

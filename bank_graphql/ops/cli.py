@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 
+import psycopg
+
 from bank_graphql.edge.logs import configure_logging
 from bank_graphql.ledger import (
     RETENTION_DAYS_MIN,
@@ -103,7 +105,11 @@ def run_prune_keys(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     configure_logging(getattr(args, "log_level", "info"))
-    args.run(args)
+    try:
+        args.run(args)
+    except psycopg.OperationalError as exc:  # the database cannot be reached, or went away
+        command = " ".join(filter(None, [args.command, getattr(args, "keys_command", None)]))
+        refuse(command, str(exc).splitlines()[0], status=1)
 
 
 if __name__ == "__main__":
