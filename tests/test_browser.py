@@ -19,9 +19,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.servers import Serve, Server, free_port
+from tests.browsers import CHROMIUM, local_chromium
+from tests.servers import Serve, Server
 
-CHROMIUM = Path("/usr/bin/chromium")
 REQUIRED = os.environ.get("BANK_REQUIRE_BROWSER") == "1"
 if not CHROMIUM.exists() and not REQUIRED:
     pytest.skip(
@@ -48,16 +48,8 @@ WAIT_MS = 30_000
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     assert CHROMIUM.exists(), f"BANK_REQUIRE_BROWSER=1 and {CHROMIUM} is absent"
-    closed = free_port()  # nothing listens there: a request that leaks through fails
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-                f"--proxy-server=http://127.0.0.1:{closed}",
-                "--proxy-bypass-list=127.0.0.1",
-            ],
-        )
+        browser = local_chromium(playwright)
         yield browser
         browser.close()
 

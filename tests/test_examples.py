@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from bank_graphql.ledger import Role
+from tests.browsers import CHROMIUM, local_chromium
 from tests.conftest import cloned_database, issue_key
 from tests.servers import Server, free_port, running
 
@@ -348,7 +349,6 @@ def test_the_readme_retry_example_and_the_script_retry_on_the_same_answers() -> 
 
 # -- the frontend -------------------------------------------------------------------------------
 
-CHROMIUM = Path("/usr/bin/chromium")
 REQUIRE_BROWSER = os.environ.get("BANK_REQUIRE_BROWSER") == "1"
 WAIT_MS = 20_000
 
@@ -376,16 +376,8 @@ def test_the_frontend_shows_history_then_live_entries_each_once(bank: Bank, tmp_
         route.fulfill(response=answer)
         read.extend(answer.json()["data"]["account"]["transactions"]["edges"])
 
-    closed = free_port()
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[
-                "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
-                f"--proxy-server=http://127.0.0.1:{closed}",
-                "--proxy-bypass-list=127.0.0.1",
-            ],
-        )
+        browser = local_chromium(playwright)
         page = browser.new_page()
         urls: list[str] = []
         page.on("request", lambda request: urls.append(request.url))
