@@ -8,6 +8,8 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 
+import psycopg
+
 from bank_graphql.edge.logs import configure_logging
 from bank_graphql.ledger import (
     RETENTION_DAYS_MIN,
@@ -97,7 +99,12 @@ def run_prune_keys(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     configure_logging(getattr(args, "log_level", "info"))
-    args.run(args)
+    try:
+        args.run(args)
+    except psycopg.Error as exc:
+        # A database URL that cannot be parsed, reached or read: the operator's to fix, and
+        # not the audit's exit status 1, which says the books do not balance.
+        refuse(args.command, " ".join(str(exc).split()))
 
 
 if __name__ == "__main__":
