@@ -130,11 +130,14 @@ def read_rows(path: str) -> tuple[str, list[Row]]:
     if missing:
         raise BadInput(f"{path}: the first row must name the columns {', '.join(missing)}")
     rows, problems = [], []
-    for fields in reader:
-        try:
-            rows.append(parse_row(reader.line_num, fields))
-        except ValueError as problem:
-            problems.append(f"line {reader.line_num}: {problem}")
+    try:
+        for fields in reader:
+            try:
+                rows.append(parse_row(reader.line_num, fields))
+            except ValueError as problem:
+                problems.append(f"line {reader.line_num}: {problem}")
+    except csv.Error as error:  # a field over the csv module's size limit, say
+        raise BadInput(f"{path}: the row after line {reader.line_num}: {error}") from None
     if problems:
         raise BadInput("\n".join([f"{path}: nothing sent, fix these rows:", *problems]))
     if not rows:
@@ -158,9 +161,14 @@ def described(errors: list[dict[str, Any]]) -> str:
     """Errors as `CODE: message; ...`, whether GraphQL errors (the code in `extensions`) or
     UserErrors."""
     return "; ".join(
-        f"{error.get('code') or error.get('extensions', {}).get('code')}: {error.get('message')}"
+        f"{error.get('code') or _extensions_code(error)}: {error.get('message')}"
         for error in errors
     )
+
+
+def _extensions_code(error: dict[str, Any]) -> Any:
+    extensions = error.get("extensions")
+    return extensions.get("code") if isinstance(extensions, dict) else None
 
 
 def post(url: str, api_key: str, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -172,13 +180,18 @@ def post(url: str, api_key: str, payload: dict[str, Any]) -> tuple[int, dict[str
     )
     try:
         with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as answer:
-            return answer.status, json.load(answer)
+            return answer.status, _object(json.load(answer))
     except urllib.error.HTTPError as answer:  # an answer all the same, often coded JSON
         with answer:
             try:
-                return answer.code, json.load(answer)
+                return answer.code, _object(json.load(answer))
             except ValueError:  # a proxy's error page
                 return answer.code, {}
+
+
+def _object(body: Any) -> dict[str, Any]:
+    """A JSON answer that is not an object (`null`, a list) says nothing GraphQL does."""
+    return body if isinstance(body, dict) else {}
 
 
 def post_until_final(
@@ -197,8 +210,12 @@ def post_until_final(
         except (OSError, http.client.HTTPException, ValueError) as lost:
             last = f"no answer ({lost})"  # the idempotency keys make sending it again safe
             continue
-        errors = body.get("errors") or []
-        codes = {str(error.get("extensions", {}).get("code")) for error in errors}
+        raw = body.get("errors") or []
+        errors = [
+            error if isinstance(error, dict) else {"message": repr(error)}
+            for error in (raw if isinstance(raw, list) else [raw])
+        ]
+        codes = {str(_extensions_code(error)) for error in errors}
         if status in RETRYABLE_STATUSES or (errors and codes <= RETRYABLE_CODES):
             last = f"HTTP {status} {' '.join(sorted(codes))}".strip()
             continue
@@ -228,12 +245,20 @@ def send_chunk(
     transfers.append(keys.receipt(chunk))
     request = {"query": TRANSFER_BATCH, "variables": {"transfers": transfers}}
     data = post_until_final(url, api_key, request, attempts)
-    batch = data["transferBatch"]
-    if batch["errors"]:
-        raise NotSent(f"refused: {described(batch['errors'])}")
-    *results, receipt = batch["results"]
-    replayed = any(e["code"] == "IDEMPOTENCY_KEY_REUSED" for e in receipt["errors"])
-    return replayed, [result["errors"] for result in results]
+    try:
+        batch = data["transferBatch"]
+        if batch["errors"]:
+            raise NotSent(f"refused: {described(batch['errors'])}")
+        *results, receipt = batch["results"]
+        replayed = any(e["code"] == "IDEMPOTENCY_KEY_REUSED" for e in receipt["errors"])
+        outcomes = [list(result["errors"]) for result in results]
+    except (KeyError, TypeError, ValueError, AttributeError):
+        # Not this API's answer (another service at that URL, say): whether anything was
+        # applied is unknown, and running the file again is what finds out.
+        raise NotSent("the answer is not a transferBatch result: check --url") from None
+    if len(outcomes) != len(chunk):
+        raise NotSent("the answer is not a transferBatch result: check --url")
+    return replayed, outcomes
 
 
 def run(url: str, api_key: str, path: str, chunk_size: int, attempts: int) -> Tally:

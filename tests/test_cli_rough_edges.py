@@ -158,7 +158,7 @@ def test_an_embedded_database_that_cannot_start_is_one_line_for_every_command(
         (data / "PG_VERSION").write_text(pg_version or str(TARGET_POSTGRES_VERSION))
         (data / "postgresql.conf").write_text("not_a_setting = 1\n")
         done = _run(*command, "--data-dir", str(data))
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"bank-graphql {' '.join(command)}: the embedded PostgreSQL in "), last
@@ -173,7 +173,7 @@ def test_a_database_that_cannot_be_reached_is_one_line_for_every_command(
     command: tuple[str, ...],
 ) -> None:
     done = _run(*command, "--database-url", "postgresql://postgres@127.0.0.1:1/nowhere")
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith(f"bank-graphql {command[0]}"), done.stderr

@@ -65,7 +65,7 @@ async def test_an_untouched_ledger_audits_clean(gql: GraphQLClient, database_url
     result = audit_cli(database_url)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines()[-1] == (
-        "audit: 14 rules hold over 3 accounts and 9 entries; the books balance"
+        "audit: 17 rules hold over 3 accounts and 9 entries; the books balance"
     )
 
 

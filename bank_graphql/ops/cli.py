@@ -107,9 +107,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging(getattr(args, "log_level", "info"))
     try:
         args.run(args)
-    except psycopg.OperationalError as exc:  # the database cannot be reached, or went away
+    except psycopg.Error as exc:
+        # A database URL that cannot be parsed, reached or read: the operator's to fix, and
+        # not the audit's exit status 1, which says the books do not balance.
         command = " ".join(filter(None, [args.command, getattr(args, "keys_command", None)]))
-        refuse(command, str(exc).splitlines()[0], status=1)
+        refuse(command, " ".join(str(exc).split()))
 
 
 if __name__ == "__main__":

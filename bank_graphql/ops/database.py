@@ -58,7 +58,7 @@ def database(args: argparse.Namespace, command: str, *, current: bool = True) ->
         try:
             url = embedded.start()
         except EmbeddedPostgresError as exc:
-            refuse(command, exc, status=1)
+            refuse(command, exc)
         if current:
             try:
                 migrate(url)

@@ -194,7 +194,5 @@ def run_export(args: argparse.Namespace) -> None:
         # The reader left (`| head`): stop quietly, and let nothing more reach the pipe.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
-    except psycopg.OperationalError:
-        raise  # the database cannot be reached: exit 1, as for every command
     except (psycopg.Error, OSError) as exc:
         refuse("export", str(exc).strip().splitlines()[0])

@@ -225,7 +225,7 @@ def serve(args: argparse.Namespace) -> None:
             try:
                 database_url = embedded.start()
             except EmbeddedPostgresError as exc:
-                refuse("serve", exc, status=1)
+                refuse("serve", exc)
         _bring_schema_up_to_date(database_url, migrating=not args.no_migrate)
         admin_key = None if args.no_auth else create_admin_key_if_none(database_url)
         os.environ.update(

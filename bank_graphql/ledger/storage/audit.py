@@ -98,6 +98,36 @@ _CHECKS: dict[str, str] = {
         WHERE p.settled AND p.cashback > 0
           AND NOT EXISTS (SELECT 1 FROM entries e
                           WHERE e.payment_id = p.id AND e.kind = 'CASHBACK')""",
+    # Payments and merges live in rows the chain does not cover: each is held to the
+    # chained entries that wrote it, or a changed payment would credit forged cashback.
+    "payment differs from its ledger entry": """
+        SELECT 'payment' || coalesce(p.id, e.payment_id) FROM payments p
+        FULL JOIN (
+            SELECT payment_id, count(*) AS n, min(account_id) AS account_id, min(ts) AS ts,
+                   min(amount) AS amount
+            FROM entries WHERE kind = 'PAYMENT' GROUP BY payment_id
+        ) AS e ON e.payment_id = p.id
+        WHERE e.n IS DISTINCT FROM 1
+           OR (p.account_id, p.ts, p.amount) IS DISTINCT FROM (e.account_id, e.ts, e.amount)""",
+    "cashback entry differs from its payment": """
+        SELECT DISTINCT 'payment' || e.payment_id FROM (
+            SELECT *, count(*) OVER (PARTITION BY payment_id) AS n
+            FROM entries WHERE kind = 'CASHBACK'
+        ) AS e
+        JOIN accounts owner ON owner.id = e.account_id
+        LEFT JOIN payments p ON p.id = e.payment_id
+        LEFT JOIN accounts payer ON payer.id = p.account_id
+        WHERE e.n > 1 OR p.id IS NULL OR NOT p.settled OR e.amount <> p.cashback
+           OR owner.survivor_id IS DISTINCT FROM payer.survivor_id""",
+    "merge differs from the ledger": """
+        SELECT a.id FROM accounts a
+        LEFT JOIN (
+            SELECT account_id, count(*) AS n, min(counterparty_id) AS survivor, min(ts) AS ts
+            FROM entries WHERE kind = 'MERGE_OUT' GROUP BY account_id
+        ) AS m ON m.account_id = a.id
+        LEFT JOIN accounts absorber ON absorber.id = a.merged_into
+        WHERE m.n > 1 OR (a.merged_into, a.merged_at) IS DISTINCT FROM (m.survivor, m.ts)
+           OR a.survivor_id <> coalesce(absorber.survivor_id, a.id)""",
     "entry missing from the live feed": """
         SELECT 'entry ' || e.id FROM entries e, feed_state s
         WHERE (e.xid IS NULL OR e.xid < s.horizon)
