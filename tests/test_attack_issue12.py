@@ -122,12 +122,6 @@ FUNCTION_AGREEING_WITH_WHAT_IS_STORED = r"""
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the audit trusts ledger_entry_hash in the database it audits: one that answers "
-    "the known-answer input right and returns the stored hash otherwise hides any change "
-    "(fix: the audit computes sha256 itself, in its own query text or in Python)",
-)
 async def test_a_hash_function_that_agrees_with_what_is_stored_is_named(
     gql: GraphQLClient, db: Db, database_url: str
 ) -> None:

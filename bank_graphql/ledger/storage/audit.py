@@ -8,23 +8,25 @@ from dataclasses import dataclass
 
 from psycopg import AsyncConnection
 
+from bank_graphql.ledger.storage.audit_functions import install_chain_functions
 from bank_graphql.ledger.storage.database import Conn
 
 _CHECKS: dict[str, str] = {
-    # A known answer: a ledger_entry_hash replaced to agree with whatever is stored would
-    # make every chain look whole, so the function itself is checked first.
+    # The database's own function, which its trigger writes every hash with, against the
+    # shipped one the audit uses: a replaced function is named even before it writes.
     "the entry hash function is not the one shipped": r"""
-        SELECT 'ledger_entry_hash gives ' || coalesce(encode(hash, 'hex'), 'null')
-        FROM (SELECT ledger_entry_hash('\x00'::bytea, jsonb_populate_record(NULL::entries,
+        SELECT 'ledger_entry_hash gives ' || coalesce(encode(theirs, 'hex'), 'null')
+        FROM (SELECT ledger_entry_hash('\x00'::bytea, known) AS theirs,
+                     pg_temp.ledger_entry_hash('\x00'::bytea, known) AS shipped
+              FROM jsonb_populate_record(NULL::entries,
                 '{"id": 1, "account_id": "a", "ts": 2, "kind": "TRANSFER_OUT", "amount": 3,
                   "balance_after": 4, "counterparty_id": "b", "payment_id": 5,
-                  "actor": "key:k|x"}')) AS hash) AS known
-        WHERE hash IS DISTINCT FROM
-            '\xa71838cc54288c42f269465e1d7f99f9b80286abf9dff15b6410fd30ba6427db'::bytea""",
+                  "actor": "key:k|x"}') AS known) AS hashes
+        WHERE theirs IS DISTINCT FROM shipped""",
     "entry hash chain broken": """
         SELECT account_id || ' entry ' || id FROM (
             SELECT e.account_id, e.id, e.hash, e.id <= coalesce(a.last_entry_id, 0) AS anchored,
-                   ledger_entry_hash(
+                   pg_temp.ledger_entry_hash(
                        coalesce(lag(e.hash) OVER (PARTITION BY e.account_id ORDER BY e.ts, e.id),
                                 a.hash, ''::bytea),
                        e) AS expected
@@ -34,7 +36,7 @@ _CHECKS: dict[str, str] = {
     "entries before the hash chain differ from their anchor": """
         SELECT a.account_id FROM chain_anchors a
         LEFT JOIN LATERAL (
-            SELECT ledger_chain(e ORDER BY e.ts, e.id) AS hash, count(*) AS entry_count
+            SELECT pg_temp.ledger_chain(e ORDER BY e.ts, e.id) AS hash, count(*) AS entry_count
             FROM entries e WHERE e.account_id = a.account_id AND e.id <= a.last_entry_id
         ) AS folded ON true
         WHERE folded.hash IS DISTINCT FROM a.hash OR folded.entry_count <> a.entry_count""",
@@ -190,6 +192,7 @@ async def audit_database(
     a read-only transaction holds back neither writers nor the live feed."""
     async with await AsyncConnection.connect(database_url, autocommit=True) as conn:
         await conn.execute("SET statement_timeout = 0")
+        await install_chain_functions(conn)
         async with conn.transaction():
             await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             cursor = await conn.execute(
@@ -202,5 +205,7 @@ async def audit_database(
 
 
 async def audit_books(conn: Conn) -> list[str]:
-    """Every broken rule found, as readable lines; an empty list means the books balance."""
+    """Every broken rule found, as readable lines; an empty list means the books balance.
+    `conn` must not be in a read-only transaction (the audit makes its own functions)."""
+    await install_chain_functions(conn)
     return [str(finding) async for finding in audit_findings(conn)]
