@@ -165,16 +165,27 @@ def test_an_embedded_database_that_cannot_start_is_one_line_for_every_command(
     assert cause in last
 
 
+UNREACHABLE = "postgresql://postgres@127.0.0.1:1/nowhere"
+
+
 @pytest.mark.parametrize(
-    "command",
-    [("migrate",), ("prune-keys",), ("keys", "list"), ("audit",), ("export", "--account", "a")],
+    ("command", "url", "said"),
+    [
+        (("migrate",), UNREACHABLE, "Connection refused"),
+        (("prune-keys",), UNREACHABLE, "Connection refused"),
+        (("keys", "list"), UNREACHABLE, "Connection refused"),
+        (("audit",), UNREACHABLE, "Connection refused"),
+        (("audit",), "not a url", 'missing "=" after "not"'),
+        (("export", "--account", "a"), UNREACHABLE, "Connection refused"),
+    ],
 )
-def test_a_database_that_cannot_be_reached_is_one_line_for_every_command(
-    command: tuple[str, ...],
+def test_a_database_that_cannot_be_reached_or_used_is_one_line_for_every_command(
+    command: tuple[str, ...], url: str, said: str
 ) -> None:
-    done = _run(*command, "--database-url", "postgresql://postgres@127.0.0.1:1/nowhere")
+    """Exit status 2, never the audit's 1, which says the books do not balance."""
+    done = _run(*command, "--database-url", url)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith(f"bank-graphql {command[0]}"), done.stderr
-    assert "Connection refused" in done.stderr
+    assert said in done.stderr
