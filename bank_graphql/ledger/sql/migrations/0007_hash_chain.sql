@@ -15,15 +15,16 @@ ALTER TABLE entries ADD COLUMN IF NOT EXISTS hash bytea;
 
 -- The one definition of an entry's hash: sha256 over the previous hash (empty for an
 -- account's first entry) and the entry's fields joined by '|'. The encoding is unambiguous:
--- the fields are always the same nine, and none before the last (the actor) can hold a '|'
--- (numbers, an entry kind, account ids by their format). STABLE, not IMMUTABLE, as what it
+-- the fields are always the same ten, and none before the last (the actor) can hold a '|'
+-- (numbers, an entry kind, account ids by their format). The transaction id is in it too:
+-- it orders the live feed, so moving it could hide an entry from the feed's checks. STABLE, not IMMUTABLE, as what it
 -- calls is: so the planner inlines it into the audit's queries.
 CREATE OR REPLACE FUNCTION ledger_entry_hash(p_prev bytea, e entries) RETURNS bytea
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
     SELECT sha256(p_prev || convert_to(concat_ws('|',
         e.id, e.account_id, e.ts, e.kind, e.amount, e.balance_after,
         coalesce(e.counterparty_id, ''), coalesce(e.payment_id::text, ''),
-        coalesce(e.actor, '')), 'UTF8'))
+        coalesce(e.xid::text, ''), coalesce(e.actor, '')), 'UTF8'))
 $$;
 
 -- A chain folded over entries in the order given: ledger_chain(e ORDER BY e.ts, e.id).
