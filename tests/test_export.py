@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from bank_graphql.ops.cli import build_parser
+from bank_graphql.ops.cli import build_parser, run
 from bank_graphql.ops.export import COLUMNS, iso_utc
 from tests.conftest import GraphQLClient
 from tests.operations import DAY_MS, deposit, funded, merge, pay, transfer
@@ -36,8 +36,7 @@ def run_command(argv: Sequence[str], capsys: pytest.CaptureFixture[str]) -> tupl
     """A `bank-graphql` command run in this process, as `main` runs it (less the logging
     setup, which is the process's own): (exit status, stdout, stderr)."""
     try:
-        args = build_parser().parse_args(argv)
-        args.run(args)
+        run(build_parser().parse_args(argv))
         status = 0
     except SystemExit as exc:
         status = int(exc.code or 0)

@@ -7,13 +7,10 @@ import os
 import subprocess
 import sys
 import tempfile
-from functools import partial
 from pathlib import Path
 
-import psycopg
-
 from bank_graphql.ledger import user_relations
-from bank_graphql.ops.database import add_database_options, database, refuse
+from bank_graphql.ops.database import add_database_options, database, one_line_errors, refuse
 from bank_graphql.ops.pg_tools import ToolMissing, connection, error_line, tool
 from bank_graphql.ops.progress import progress
 
@@ -23,7 +20,7 @@ def add_backup_command(commands: "argparse._SubParsersAction[argparse.ArgumentPa
         "backup",
         help="copy the whole database to FILE with pg_dump (custom format), while it serves",
     )
-    backup.error = partial(refuse, backup.prog)  # type: ignore[method-assign]
+    one_line_errors(backup)
     add_database_options(backup)
     backup.add_argument(
         "--to",
@@ -47,7 +44,7 @@ def run_backup(args: argparse.Namespace) -> None:
         with database(args, "backup", current=False) as url:
             tables, _ = user_relations(url)
             _dump(url, target, tables)
-    except (psycopg.Error, ToolMissing) as exc:
+    except ToolMissing as exc:
         refuse("backup", str(exc).strip().splitlines()[0])
     sys.stdout.write(f"backup written to {target} ({tables} tables)\n")
 

@@ -105,6 +105,11 @@ def run_prune_keys(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     configure_logging(getattr(args, "log_level", "info"))
+    run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    """The command `args` names, parsed."""
     try:
         args.run(args)
     except psycopg.Error as exc:

@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
@@ -21,6 +22,18 @@ def refuse(command: str, reason: object, *, status: int = 2) -> NoReturn:
         command = f"bank-graphql {command}"
     sys.stderr.write(f"{command}: {reason}\n")
     sys.exit(status)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad input: one line on stderr and exit status 2 (argparse alone adds the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        refuse(self.prog, message)
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """A command's parser made by argparse's own class, answering bad input as above."""
+    parser.error = partial(refuse, parser.prog)  # type: ignore[method-assign]
 
 
 def add_database_options(parser: argparse.ArgumentParser) -> None:

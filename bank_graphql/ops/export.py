@@ -10,16 +10,14 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
-import psycopg
 
 from bank_graphql.ledger import Entry, StatementPeriod, account_statement, one_connection
 from bank_graphql.ledger.domain.rules import MAX_TIMESTAMP_MS, payment_id
-from bank_graphql.ops.database import add_database_options, database, refuse
+from bank_graphql.ops.database import add_database_options, database, one_line_errors, refuse
 from bank_graphql.ops.progress import progress
 
 COLUMNS = (
@@ -52,7 +50,7 @@ def add_export_command(commands: "argparse._SubParsersAction[argparse.ArgumentPa
         "integer minor units. Instants are ISO 8601 with a timezone, e.g. "
         "2024-05-01T00:00:00Z or 2024-05-01T02:00:00+02:00.",
     )
-    export.error = partial(refuse, export.prog)  # type: ignore[method-assign]
+    one_line_errors(export)
     add_database_options(export)
     export.add_argument("--account", required=True, metavar="ID", help="the account's id")
     export.add_argument(
@@ -194,5 +192,5 @@ def run_export(args: argparse.Namespace) -> None:
         # The reader left (`| head`): stop quietly, and let nothing more reach the pipe.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(1)
-    except (psycopg.Error, OSError) as exc:
+    except OSError as exc:
         refuse("export", str(exc).strip().splitlines()[0])

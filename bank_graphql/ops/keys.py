@@ -5,8 +5,6 @@ import argparse
 import asyncio
 import sys
 from datetime import UTC, datetime
-from functools import partial
-from typing import NoReturn
 
 from bank_graphql.ledger import (
     ApiKey,
@@ -17,25 +15,20 @@ from bank_graphql.ledger import (
     one_connection,
     revoke_api_key,
 )
-from bank_graphql.ops.database import add_database_options, database, refuse
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """Bad input: one line on stderr and exit status 2 (argparse alone adds the usage)."""
-
-    def error(self, message: str) -> NoReturn:
-        _one_line_error(self, message)
-
-
-def _one_line_error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
-    refuse(parser.prog, message)
+from bank_graphql.ops.database import (
+    OneLineParser,
+    add_database_options,
+    database,
+    one_line_errors,
+    refuse,
+)
 
 
 def add_keys_command(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     keys = commands.add_parser("keys", help="issue, list and revoke API keys")
-    keys.error = partial(_one_line_error, keys)  # type: ignore[method-assign]
+    one_line_errors(keys)
     keys.set_defaults(run=run_keys)
-    actions = keys.add_subparsers(dest="keys_command", required=True, parser_class=_OneLineParser)
+    actions = keys.add_subparsers(dest="keys_command", required=True, parser_class=OneLineParser)
     create = actions.add_parser("create", help="issue a key and print it once, on the last line")
     create.add_argument(
         "--role", required=True, help="ADMIN, OPERATOR, CUSTOMER or READER (any case)"

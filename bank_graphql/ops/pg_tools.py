@@ -39,12 +39,17 @@ def tool(name: str) -> str:
     return str(_newest_bin() / name)
 
 
+def tool_env() -> dict[str, str]:
+    """The environment a tool runs in: its messages in English, for `error_line` to read."""
+    return {**os.environ, "LC_MESSAGES": "C"}
+
+
 def connection(database_url: str) -> tuple[str, dict[str, str]]:
     """The `--dbname=` argument of a tool and its environment: the password travels in the
     environment, never on a command line that every local user can read."""
     params = conninfo_to_dict(database_url)
     password = params.pop("password", None)
-    env = {**os.environ, "LC_MESSAGES": "C"}
+    env = tool_env()
     if password:
         env["PGPASSWORD"] = str(password)
     return f"--dbname={make_conninfo('', **params)}", env

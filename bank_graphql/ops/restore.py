@@ -8,16 +8,12 @@ transaction_timeout, which older servers refuse) and column options it does not 
 server may add its own)."""
 
 import argparse
-import os
 import re
 import subprocess
 import sys
 import tempfile
-from functools import partial
 from pathlib import Path
 from typing import IO
-
-import psycopg
 
 from bank_graphql.ledger import (
     AFTER_RESTORE,
@@ -25,8 +21,8 @@ from bank_graphql.ledger import (
     setting_names,
     user_relations,
 )
-from bank_graphql.ops.database import add_database_options, database, refuse
-from bank_graphql.ops.pg_tools import ToolMissing, connection, error_line, tool
+from bank_graphql.ops.database import add_database_options, database, one_line_errors, refuse
+from bank_graphql.ops.pg_tools import ToolMissing, connection, error_line, tool, tool_env
 
 _SETTING = re.compile(rb"SET (\w+) = .*;\r?\n")
 _COLUMN_OPTIONS = re.compile(rb"(ALTER TABLE ONLY \S+ ALTER COLUMN \S+ SET \()(.*)(\);\r?\n)")
@@ -39,7 +35,7 @@ def add_restore_command(commands: "argparse._SubParsersAction[argparse.ArgumentP
         help="restore a backup into an empty database (a new --data-dir, or a new database "
         "given with --database-url), all or nothing",
     )
-    restore.error = partial(refuse, restore.prog)  # type: ignore[method-assign]
+    one_line_errors(restore)
     add_database_options(restore)
     restore.add_argument(
         "--from",
@@ -66,7 +62,7 @@ def run_restore(args: argparse.Namespace) -> None:
                     "(a new --data-dir, or a new database: createdb NAME, then --database-url)",
                 )
             _restore(url, source, _Leaving(url, source))
-    except (psycopg.Error, ToolMissing) as exc:
+    except ToolMissing as exc:
         refuse("restore", str(exc).strip().splitlines()[0])
     sys.stdout.write(f"restored {source}\n")
 
@@ -75,7 +71,7 @@ def _pg_restore(*args: str) -> "subprocess.CompletedProcess[bytes]":
     return subprocess.run(  # noqa: S603 - the wheel's pg_restore, no shell
         [tool("pg_restore"), *args],
         capture_output=True,
-        env={**os.environ, "LC_MESSAGES": "C"},
+        env=tool_env(),
         check=False,
     )
 
