@@ -1,34 +1,27 @@
-"""Parsed and validated documents, cached by their text within a budget of bytes.
+"""Documents parsed and validated once, then served from a cache by their text.
+
+A repeated document costs a dictionary lookup: its syntax tree, validation's verdict and
+the operations it holds (for the access check) are all kept with it. `parsed` and
+`validated` count the real work, so that /metrics shows the cache hitting.
 
 A client that sends many distinct large documents must not pin memory: the cache counts
 what each parsed document costs (its text plus its syntax tree, estimated from its tokens),
 evicts the least recently used past the budget, and never keeps a document that alone
 would take more than its share.
 
-Validation runs here too, so that one switch decides whether error messages may suggest
-names of the schema ("Did you mean ...?"): not when introspection is off. So does the
-spec's rule that a document of several operations needs an `operationName`.
+Validation runs here with one fixed set of rules, so that one switch decides whether error
+messages may suggest names of the schema ("Did you mean ...?"): not when introspection is
+off.
 """
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cachetools import LRUCache
-from graphql import (
-    DocumentNode,
-    GraphQLError,
-    GraphQLSchema,
-    OperationDefinitionNode,
-    OperationType,
-    validate,
-)
-from strawberry.extensions import SchemaExtension
-from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
-from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
-from strawberry.types import ExecutionContext
+from graphql import DocumentNode, GraphQLError, GraphQLSchema, parse, validate
 
-from bank_graphql.api.codes import ErrorCode
-from bank_graphql.api.context import Context
+from bank_graphql.api.access import operations_of
+from bank_graphql.api.limits import Rule
+from bank_graphql.ledger import Operation
 
 DOCUMENT_CACHE_BYTES_MAX = 32 * 1024 * 1024
 CACHED_DOCUMENT_BYTES_MAX = 1024 * 1024
@@ -47,11 +40,40 @@ def document_size_bytes(query: str, document: DocumentNode) -> int:
     return len(query) + tokens * _TREE_BYTES_PER_TOKEN
 
 
+@dataclass(frozen=True, slots=True)
+class DocumentRules:
+    """How a document is read and checked: the same for every transport."""
+
+    schema: GraphQLSchema
+    validation_rules: tuple[Rule, ...]
+    tokens_max: int
+    suggestions: bool
+
+    def parse(self, query: str) -> DocumentNode:
+        """The syntax tree of `query`; a `GraphQLError` if it does not parse."""
+        return parse(query, max_tokens=self.tokens_max)
+
+    def validate(self, document: DocumentNode) -> list[GraphQLError]:
+        return validate(
+            self.schema, document, self.validation_rules, hide_suggestions=not self.suggestions
+        )
+
+
 @dataclass(slots=True)
-class _Entry:
+class Prepared:
+    """A parsed document and what is known of it."""
+
     document: DocumentNode
     size_bytes: int
     errors: list[GraphQLError] | None = None  # validation's verdict, once known
+    _operations: frozenset[Operation] | None = None
+
+    @property
+    def operations(self) -> frozenset[Operation]:
+        """What the document's operations would do (every one, not only the one run)."""
+        if self._operations is None:
+            self._operations = frozenset(operations_of(self.document))
+        return self._operations
 
 
 class DocumentCache:
@@ -67,7 +89,9 @@ class DocumentCache:
     ) -> None:
         self.bytes_max = bytes_max
         self.document_bytes_max = min(document_bytes_max, bytes_max)
-        self._entries: LRUCache[str, _Entry] = LRUCache(
+        self.parsed = 0
+        self.validated = 0
+        self._entries: LRUCache[str, Prepared] = LRUCache(
             maxsize=bytes_max, getsizeof=lambda entry: entry.size_bytes
         )
 
@@ -78,87 +102,21 @@ class DocumentCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, query: str) -> _Entry | None:
+    def get(self, query: str) -> Prepared | None:
         return self._entries.get(query)
 
-    def add(self, query: str, document: DocumentNode) -> _Entry:
-        """Remember `document`, parsed from `query`, unless it is too large to keep."""
-        entry = _Entry(document, document_size_bytes(query, document))
-        if entry.size_bytes <= self.document_bytes_max:
-            self._entries[query] = entry
+    def prepare(self, query: str, rules: DocumentRules) -> Prepared:
+        """`query` parsed and validated, from the cache when it was seen before; raises the
+        `GraphQLError` of a document that does not parse (never cached: it is cheap to
+        refuse again, and would otherwise let junk fill the cache)."""
+        entry = self._entries.get(query)
+        if entry is None:
+            self.parsed += 1
+            document = rules.parse(query)
+            entry = Prepared(document, document_size_bytes(query, document))
+            if entry.size_bytes <= self.document_bytes_max:
+                self._entries[query] = entry
+        if entry.errors is None:
+            self.validated += 1
+            entry.errors = rules.validate(entry.document)
         return entry
-
-
-class CachedDocuments(SchemaExtension):
-    """Parse through the cache (a syntax error stays a result, as without a cache) and
-    validate, with suggestions of schema names only when `suggestions` is on."""
-
-    def __init__(self, cache: DocumentCache, *, suggestions: bool) -> None:
-        self.cache = cache
-        self.suggestions = suggestions
-        self._entry: _Entry | None = None
-
-    def on_parse(self) -> Iterator[None]:
-        context = self.execution_context
-        query = context.query
-        self._entry = self.cache.get(query) if query else None
-        if self._entry is not None:
-            context.graphql_document = self._entry.document
-        yield
-        if self._entry is None and query and context.graphql_document is not None:
-            self._entry = self.cache.add(query, context.graphql_document)
-
-    def on_validate(self) -> Iterator[None]:
-        context = self.execution_context
-        entry = self._entry
-        if entry is not None and entry.errors is not None:
-            errors = entry.errors
-        else:
-            assert context.graphql_document is not None
-            errors = self._validate(context.schema._schema, context.graphql_document)
-            if entry is not None:
-                entry.errors = errors
-        context.pre_execution_errors = (
-            errors + _unnamed_choice(context) + _subscription_without_socket(context)
-        )
-        yield
-
-    def _validate(self, schema: GraphQLSchema, document: DocumentNode) -> list[GraphQLError]:
-        rules = (
-            *self.execution_context.validation_rules,
-            MaybeNullValidationRule,
-            OneOfInputValidationRule,
-        )
-        return validate(schema, document, rules, hide_suggestions=not self.suggestions)
-
-
-def _unnamed_choice(context: ExecutionContext) -> list[GraphQLError]:
-    """The GraphQL spec's rule, which Strawberry does not keep (it runs the first one): a
-    document with several operations runs only the one `operationName` names."""
-    document = context.graphql_document
-    if document is None or getattr(context, "_provided_operation_name", None) is not None:
-        return []
-    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    if len(operations) < 2:
-        return []
-    message = "Must provide operation name if query contains multiple operations."
-    return [GraphQLError(message, extensions={"code": ErrorCode.BAD_REQUEST.value})]
-
-
-def _subscription_without_socket(context: ExecutionContext) -> list[GraphQLError]:
-    """A subscription runs over the WebSocket only; over HTTP it is the client's mistake."""
-    document = context.graphql_document
-    request = context.context
-    if document is None or not isinstance(request, Context) or request.streaming:
-        return []
-    name = getattr(context, "_provided_operation_name", None)
-    chosen = [
-        d
-        for d in document.definitions
-        if isinstance(d, OperationDefinitionNode)
-        and (name is None or (d.name is not None and d.name.value == name))
-    ]
-    if not any(d.operation is OperationType.SUBSCRIPTION for d in chosen):
-        return []
-    message = "subscriptions are served over WebSocket (graphql-transport-ws) at this URL"
-    return [GraphQLError(message, extensions={"code": ErrorCode.BAD_REQUEST.value})]

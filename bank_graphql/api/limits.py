@@ -16,7 +16,6 @@ fragment once (per batch size), so a document of fragments each spreading the ne
 is measured in linear time.
 """
 
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from graphql import (
@@ -39,8 +38,10 @@ from graphql import (
     ValueNode,
     ValuesOfCorrectTypeRule,
     VisitorAction,
+    specified_rules,
 )
-from strawberry.extensions import MaxTokensLimiter, SchemaExtension
+from strawberry.schema.validation_rules.maybe_null import MaybeNullValidationRule
+from strawberry.schema.validation_rules.one_of import OneOfInputValidationRule
 
 from bank_graphql.api.codes import ErrorCode
 from bank_graphql.api.query import TOP_SPENDERS_MAX
@@ -246,36 +247,18 @@ def merge_rule(limits: QueryLimits) -> type[ValidationRule]:
 Rule = type[ASTValidationRule]
 
 
-class _LimitRules(SchemaExtension):
-    """Adds rules, and puts rules extending graphql-core's own in their place."""
-
-    def __init__(self, replacing: dict[Rule, Rule], added: tuple[Rule, ...]) -> None:
-        self.replacing = replacing
-        self.added = added
-
-    def on_operation(self) -> Iterator[None]:
-        context = self.execution_context
-        context.validation_rules = (
-            *(self.replacing.get(rule, rule) for rule in context.validation_rules),
-            *self.added,
-        )
-        yield
-
-
-def limit_extensions(limits: QueryLimits) -> list[Callable[[], SchemaExtension]]:
-    """Extensions enforcing `limits`.
-
-    The validation rules are built once and shared, so Strawberry's validation cache,
-    keyed by the rules, still hits on every repeated query.
-    """
+def validation_rules(limits: QueryLimits) -> tuple[Rule, ...]:
+    """The rules every document is validated by: the GraphQL spec's, two of them in our
+    stricter versions, Strawberry's own, and the limits. Built once per schema."""
     replacing: dict[Rule, Rule] = {
         ValuesOfCorrectTypeRule: IntegerLiteralsRule,
         OverlappingFieldsCanBeMergedRule: merge_rule(limits),
     }
-    added: tuple[Rule, ...] = (limits_rule(limits),)
+    added: tuple[Rule, ...] = (
+        limits_rule(limits),
+        MaybeNullValidationRule,
+        OneOfInputValidationRule,
+    )
     if not limits.introspection:
         added = (*added, NoSchemaIntrospectionCustomRule)
-    return [
-        lambda: _LimitRules(replacing, added),
-        lambda: MaxTokensLimiter(max_token_count=limits.tokens_max),
-    ]
+    return (*(replacing.get(rule, rule) for rule in specified_rules), *added)

@@ -1,24 +1,22 @@
-"""The Strawberry schema: types, scalars, and the extensions every request runs through,
-whichever transport (HTTP or WebSocket) brought it."""
+"""The Strawberry schema: types, scalars, and the rules every request runs through, whichever
+transport (HTTP or WebSocket) brought it (api/operation.py)."""
 
 import logging
-from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import strawberry
 from graphql import GraphQLError
-from strawberry.extensions import SchemaExtension
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from bank_graphql.api.access import AccessCheck
 from bank_graphql.api.codes import ErrorCode
-from bank_graphql.api.context import Context
-from bank_graphql.api.documents import CachedDocuments, DocumentCache
+from bank_graphql.api.documents import DocumentCache, DocumentRules
 from bank_graphql.api.errors import error_code
 from bank_graphql.api.events import EventExecutor
-from bank_graphql.api.limits import QueryLimits, limit_extensions
+from bank_graphql.api.limits import QueryLimits, validation_rules
 from bank_graphql.api.mutation import Mutation
+from bank_graphql.api.operation import Execution, Observer, OperationRunner
+from bank_graphql.api.operation_rules import OperationRules
 from bank_graphql.api.query import Query
 from bank_graphql.api.scalars import SCALARS
 from bank_graphql.api.subscription import Subscription
@@ -26,20 +24,10 @@ from bank_graphql.api.subscription import Subscription
 log = logging.getLogger(__name__)
 
 
-class EndReadsAfterOperation(SchemaExtension):
-    """Give the request's read snapshot (and its connection) back once the operation ends."""
-
-    async def on_operation(self) -> AsyncIterator[None]:
-        try:
-            yield
-        finally:
-            context = self.execution_context.context
-            if isinstance(context, Context):
-                await context.end_reads()
-
-
 class BankSchema(strawberry.Schema):
-    def __init__(self, limits: QueryLimits, extensions: Sequence[type[SchemaExtension]]) -> None:
+    """The schema, its document cache, and `runner`, the short path of HTTP operations."""
+
+    def __init__(self, limits: QueryLimits, observe: Observer | None) -> None:
         self.limits = limits
         self.documents = DocumentCache()
         super().__init__(
@@ -48,14 +36,13 @@ class BankSchema(strawberry.Schema):
             subscription=Subscription,
             config=StrawberryConfig(scalar_map=SCALARS),
             execution_context_class=EventExecutor,
-            extensions=[
-                *limit_extensions(limits),
-                lambda: CachedDocuments(self.documents, suggestions=limits.introspection),
-                AccessCheck,
-                *extensions,
-                EndReadsAfterOperation,
-            ],
+            extensions=[lambda: OperationRules(lambda: self.documents, execution)],
         )
+        rules = DocumentRules(
+            self._schema, validation_rules(limits), limits.tokens_max, limits.introspection
+        )
+        execution = Execution(rules, EventExecutor, self.process_errors, observe)
+        self.runner = OperationRunner(lambda: self.documents, execution)
 
     def _get_custom_context_kwargs(
         self, operation_extensions: dict[str, Any] | None = None, *, sync: bool = False
@@ -80,12 +67,9 @@ class BankSchema(strawberry.Schema):
                 log.warning("%s in %s: %s", code.value, error.path, error.original_error)
 
 
-def build_schema(
-    limits: QueryLimits | None = None, extensions: Sequence[type[SchemaExtension]] = ()
-) -> BankSchema:
-    """The schema; `extensions` (the edge's request log and metrics) run after the limits
-    and before the read snapshot ends."""
-    return BankSchema(limits or QueryLimits(), extensions)
+def build_schema(limits: QueryLimits | None = None, observe: Observer | None = None) -> BankSchema:
+    """The schema; `observe` (the edge's request log and metrics) hears of every operation."""
+    return BankSchema(limits or QueryLimits(), observe)
 
 
 # The schema as a module attribute, for `strawberry export-schema bank_graphql.api.schema`.

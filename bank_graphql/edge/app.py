@@ -30,7 +30,7 @@ from bank_graphql.edge.http_errors import error_response
 from bank_graphql.edge.http_limits import BodySizeLimit
 from bank_graphql.edge.logs import configure_logging
 from bank_graphql.edge.media_types import response_media_type
-from bank_graphql.edge.observability import RequestLog
+from bank_graphql.edge.observability import record_operation
 from bank_graphql.edge.playground import playground_routes
 from bank_graphql.edge.settings import Settings, settings_from_env
 from bank_graphql.ledger import KeyRing, Ledger, LiveFeed, Operation, Sweeper, open_pool
@@ -86,7 +86,7 @@ async def websocket_not_found(websocket: WebSocket) -> None:
 
 def create_app(settings: Settings) -> Starlette:
     endpoint = GraphQLEndpoint(
-        build_schema(settings.queries, extensions=(RequestLog,)),
+        build_schema(settings.queries, observe=record_operation),
         graphql_ide="graphiql" if settings.graphiql else None,
         allowed_origins=settings.cors_origins,
     )

@@ -6,14 +6,10 @@ inputs: they may hold account ids and amounts.
 """
 
 import logging
-import time
-from collections.abc import Iterator
 from typing import Any
 
-from graphql import GraphQLError
-from strawberry.extensions import SchemaExtension
-
 from bank_graphql.api.errors import error_code
+from bank_graphql.api.operation import OperationRecord
 from bank_graphql.edge import metrics
 
 log = logging.getLogger("bank_graphql.requests")
@@ -32,49 +28,26 @@ def _user_error_codes(data: object) -> list[str]:
     return codes
 
 
-def _principal_name(context: object) -> str | None:
-    principal = getattr(context, "principal", None)
-    name = getattr(principal, "name", None)
-    return name if isinstance(name, str) else None
-
-
-class RequestLog(SchemaExtension):
-    def on_operation(self) -> Iterator[None]:
-        started = time.perf_counter()
-        principal = _principal_name(self.execution_context.context)
-        try:
-            yield
-        except GraphQLError as error:  # the document did not parse (syntax, too many tokens)
-            _record(started, principal, "unknown", None, [error_code(error).value], [])
-            raise
-        # Any other exception (an operation type the HTTP method may not carry) is refused
-        # and logged by the HTTP layer.
-        context = self.execution_context
-        result = context.result
-        errors = (result.errors if result else None) or context.pre_execution_errors or []
-        try:
-            operation_type = context.operation_type.value
-        except RuntimeError:  # no operation to speak of
-            operation_type = "unknown"
-        _record(
-            started,
-            principal,
-            operation_type,
-            context.operation_name,
-            [error_code(e).value for e in errors],
-            _user_error_codes(result.data if result else None),
-        )
+def record_operation(record: OperationRecord) -> None:
+    """The log line and metrics of one operation (api/operation.py's observer)."""
+    _record(
+        record.elapsed_s,
+        record.principal,
+        record.operation_type,
+        record.operation_name,
+        [error_code(e).value for e in record.errors],
+        _user_error_codes(record.data),
+    )
 
 
 def _record(
-    started: float,
+    elapsed_s: float,
     principal: str | None,
     operation_type: str,
     operation_name: str | None,
     graphql_codes: list[str],
     user_codes: list[str],
 ) -> None:
-    elapsed_s = time.perf_counter() - started
     outcome = "error" if graphql_codes else "refused" if user_codes else "ok"
     metrics.REQUESTS.labels(operation_type, outcome).inc()
     metrics.LATENCY.labels(operation_type).observe(elapsed_s)
