@@ -434,3 +434,27 @@ async def test_counters_grow_with_requests(gql: GraphQLClient) -> None:
     wrong = {name: got for name, (got, want) in expected.items() if got != want}
     assert not wrong, f"counted (expected in `expected`): {wrong}"
     assert grew(f"{latency}_sum", operation_type="mutation") > 0
+
+
+async def test_a_repeated_document_is_parsed_and_validated_once(gql: GraphQLClient) -> None:
+    """The document cache hits: five requests of one text (variables differ) parse and
+    validate it once; another text costs one more of each."""
+    query = "query Once($id: ID!) { account(id: $id) { id balance } }"
+    _, before = await scrape(gql)
+    for i in range(5):
+        assert await gql.ok(query, {"id": f"once{i}"}) == {"account": None}
+    _, after = await scrape(gql)
+
+    def grew(name: str) -> float:
+        return value(after, name) - value(before, name)
+
+    assert grew("bank_graphql_documents_parsed") == 1
+    assert grew("bank_graphql_documents_validated") == 1
+    assert value(after, "bank_graphql_documents_cached") >= 1
+    await gql.ok("query Twice($id: ID!) { account(id: $id) { id } }", {"id": "x"})
+    _, later = await scrape(gql)
+    assert (
+        value(later, "bank_graphql_documents_parsed")
+        - value(after, "bank_graphql_documents_parsed")
+        == 1
+    )

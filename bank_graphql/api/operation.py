@@ -122,6 +122,10 @@ class OperationRunner:
         self._documents = documents  # looked up per request: tests swap the cache
         self._execution = execution
 
+    @property
+    def rules(self) -> DocumentRules:
+        return self._execution.rules
+
     async def run(
         self,
         query: str | None,

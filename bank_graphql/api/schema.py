@@ -20,6 +20,7 @@ from bank_graphql.api.operation_rules import OperationRules
 from bank_graphql.api.query import Query
 from bank_graphql.api.scalars import SCALARS
 from bank_graphql.api.subscription import Subscription
+from bank_graphql.api.trusted import TrustedDocuments
 
 log = logging.getLogger(__name__)
 
@@ -27,22 +28,32 @@ log = logging.getLogger(__name__)
 class BankSchema(strawberry.Schema):
     """The schema, its document cache, and `runner`, the short path of HTTP operations."""
 
-    def __init__(self, limits: QueryLimits, observe: Observer | None) -> None:
+    def __init__(
+        self, limits: QueryLimits, observe: Observer | None, trusted: TrustedDocuments
+    ) -> None:
         self.limits = limits
         self.documents = DocumentCache()
+        self.trusted = trusted
         super().__init__(
             query=Query,
             mutation=Mutation,
             subscription=Subscription,
             config=StrawberryConfig(scalar_map=SCALARS),
             execution_context_class=EventExecutor,
-            extensions=[lambda: OperationRules(lambda: self.documents, execution)],
+            extensions=[lambda: OperationRules(lambda: self.documents, execution, trusted)],
         )
         rules = DocumentRules(
             self._schema, validation_rules(limits), limits.tokens_max, limits.introspection
         )
         execution = Execution(rules, EventExecutor, self.process_errors, observe)
         self.runner = OperationRunner(lambda: self.documents, execution)
+
+    def document_errors(self, text: str) -> list[GraphQLError]:
+        """Why `text` could not run here as a document, whoever sends it (none: it can)."""
+        try:
+            return list(self.documents.prepare(text, self.runner.rules).errors or ())
+        except GraphQLError as error:
+            return [error]
 
     def _get_custom_context_kwargs(
         self, operation_extensions: dict[str, Any] | None = None, *, sync: bool = False
@@ -67,9 +78,14 @@ class BankSchema(strawberry.Schema):
                 log.warning("%s in %s: %s", code.value, error.path, error.original_error)
 
 
-def build_schema(limits: QueryLimits | None = None, observe: Observer | None = None) -> BankSchema:
-    """The schema; `observe` (the edge's request log and metrics) hears of every operation."""
-    return BankSchema(limits or QueryLimits(), observe)
+def build_schema(
+    limits: QueryLimits | None = None,
+    observe: Observer | None = None,
+    trusted: TrustedDocuments | None = None,
+) -> BankSchema:
+    """The schema; `observe` (the edge's request log and metrics) hears of every operation;
+    `trusted`: the documents a client may name by id (this release's own by default)."""
+    return BankSchema(limits or QueryLimits(), observe, trusted or TrustedDocuments())
 
 
 # The schema as a module attribute, for `strawberry export-schema bank_graphql.api.schema`.

@@ -5,6 +5,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -18,6 +19,7 @@ from starlette.websockets import WebSocket
 
 from bank_graphql.api.codes import ErrorCode
 from bank_graphql.api.schema import build_schema
+from bank_graphql.api.trusted import TrustedDocuments, load_manifest, own_documents
 from bank_graphql.edge import metrics
 from bank_graphql.edge.auth import (
     Authenticator,
@@ -58,6 +60,10 @@ async def prometheus_metrics(request: Request) -> Response:
     metrics.POOL_WAITING.set(stats.get("requests_waiting", 0))
     metrics.SWEEPER_LAG.set(request.app.state.sweeper.lag_ms / 1000)
     metrics.SUBSCRIPTIONS_OPEN.set(request.app.state.ledger.live.subscribers)
+    documents = request.app.state.schema.documents
+    metrics.DOCUMENTS_PARSED.set(documents.parsed)
+    metrics.DOCUMENTS_VALIDATED.set(documents.validated)
+    metrics.DOCUMENTS_CACHED.set(len(documents))
     return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -84,9 +90,17 @@ async def websocket_not_found(websocket: WebSocket) -> None:
     await websocket.send_denial_response(response)
 
 
+def trusted_documents(settings: Settings) -> TrustedDocuments:
+    """This release's own documents, and the operator's manifest if there is one."""
+    documents = own_documents()
+    if settings.trusted_documents:
+        documents.update(load_manifest(Path(settings.trusted_documents)))
+    return TrustedDocuments(documents, only=settings.trusted_only)
+
+
 def create_app(settings: Settings) -> Starlette:
     endpoint = GraphQLEndpoint(
-        build_schema(settings.queries, observe=record_operation),
+        build_schema(settings.queries, record_operation, trusted_documents(settings)),
         graphql_ide="graphiql" if settings.graphiql else None,
         allowed_origins=settings.cors_origins,
     )
@@ -98,6 +112,7 @@ def create_app(settings: Settings) -> Starlette:
         live = LiveFeed(pool, settings.database_url, settings.live)
         app.state.ledger = Ledger(pool, settings.clock, settings.writes, settings.sweeper, live)
         app.state.sweeper = sweeper
+        app.state.schema = endpoint.bank_schema
         key_ring = KeyRing(pool, settings.key_ring) if settings.auth else None
         try:
             app.state.authenticator = Authenticator(settings, key_ring)

@@ -8,7 +8,7 @@ and the GraphiQL page are Strawberry's view's (edge/graphql_view.py).
 from typing import Any
 
 from cross_web import HTTPException
-from graphql import ExecutionResult
+from graphql import ExecutionResult, GraphQLError
 from starlette.requests import Request
 from starlette.responses import Response
 from strawberry.exceptions import MissingQueryError
@@ -17,7 +17,7 @@ from strawberry.types.graphql import OperationType
 
 from bank_graphql.api.codes import ErrorCode
 from bank_graphql.api.context import Context
-from bank_graphql.api.errors import format_error
+from bank_graphql.api.errors import ApiError, format_error
 from bank_graphql.api.schema import BankSchema
 from bank_graphql.edge.auth import Authenticator, authorization_header, unauthenticated_response
 from bank_graphql.edge.http_errors import dump_json, error_response, load_json
@@ -70,8 +70,18 @@ async def _run(
     schema: BankSchema, data: dict[str, Any], context: Context, method: str
 ) -> ExecutionResult:
     try:
+        query = schema.trusted.text(
+            data.get("query"), data.get("documentId"), data.get("extensions")
+        )
+    except ApiError as refused:
+        return ExecutionResult(None, [GraphQLError(str(refused), original_error=refused)])
+    if not isinstance(query, str | None):
+        raise HTTPException(
+            400, "The GraphQL operation's `query` must be a string or null, if provided."
+        )
+    try:
         return await schema.runner.run(
-            data.get("query"),
+            query,
             data.get("variables"),
             data.get("operationName"),
             context,
@@ -100,10 +110,6 @@ async def _request_data(request: Request) -> dict[str, Any]:
         if isinstance(decoded, list):
             raise HTTPException(400, "Batching is not enabled")
         data = decoded
-    if not isinstance(data.get("query"), str | None):
-        raise HTTPException(
-            400, "The GraphQL operation's `query` must be a string or null, if provided."
-        )
     for name in ("variables", "extensions"):
         if not isinstance(data.get(name), dict | None):
             raise HTTPException(

@@ -42,3 +42,16 @@ SUBSCRIPTIONS_OPEN = Gauge(
     "Subscriptions open in this process (live feeds)",
     registry=REGISTRY,
 )
+DOCUMENTS_PARSED = Gauge(
+    "bank_graphql_documents_parsed",
+    "Documents parsed since this process started: a repeated document comes from the cache",
+    registry=REGISTRY,
+)
+DOCUMENTS_VALIDATED = Gauge(
+    "bank_graphql_documents_validated",
+    "Documents validated since this process started: a repeated one keeps its verdict",
+    registry=REGISTRY,
+)
+DOCUMENTS_CACHED = Gauge(
+    "bank_graphql_documents_cached", "Documents in the cache of parsed documents", registry=REGISTRY
+)

@@ -60,6 +60,10 @@ class Settings:
     jwt: JwtSettings = field(default_factory=JwtSettings)
     key_ring: KeyRingLimits = field(default_factory=KeyRingLimits)
     live: LiveLimits = field(default_factory=LiveLimits)
+    trusted_documents: str | None = None
+    """A manifest of documents clients may name by id, besides this release's own."""
+    trusted_only: bool = False
+    """Run only trusted documents, named by id or sent as their exact text."""
 
 
 def _flag(value: str) -> bool:
@@ -159,4 +163,6 @@ def settings_from_env(environ: Mapping[str, str] = os.environ) -> Settings:
         auth=auth_from_env(environ),
         jwt=jwt_from_env(environ),
         live=LiveLimits(buffer_max=max(1, integer("BANK_SUBSCRIBER_BUFFER", live.buffer_max))),
+        trusted_documents=environ.get("BANK_TRUSTED_DOCUMENTS") or None,
+        trusted_only=_flag(get("BANK_TRUSTED_ONLY", "0")),
     )

@@ -24,6 +24,7 @@ from bank_graphql.ledger import (
 from bank_graphql.ops.audit import add_audit_command
 from bank_graphql.ops.backup import add_backup_command
 from bank_graphql.ops.database import add_database_options, database, refuse
+from bank_graphql.ops.documents import add_documents_command
 from bank_graphql.ops.export import add_export_command
 from bank_graphql.ops.keys import add_keys_command
 from bank_graphql.ops.restore import add_restore_command
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_keys_command(commands)
     add_audit_command(commands)
     add_export_command(commands)
+    add_documents_command(commands)
     add_backup_command(commands)
     add_restore_command(commands)
     return parser

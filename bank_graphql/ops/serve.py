@@ -29,6 +29,7 @@ from bank_graphql.ops.access import (
 )
 from bank_graphql.ops.banner import Banner, ReadyNotice, when_answering
 from bank_graphql.ops.database import add_database_options, refuse
+from bank_graphql.ops.documents import add_trusted_options, trusted_env
 from bank_graphql.ops.settings_env import env, env_flag
 
 # Open files a worker needs besides its client connections: its pool, listening socket,
@@ -87,6 +88,7 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
     )
     _add_edge_options(serve)
     add_access_options(serve)
+    add_trusted_options(serve)
 
 
 def _add_edge_options(serve: argparse.ArgumentParser) -> None:
@@ -205,7 +207,7 @@ def serve(args: argparse.Namespace) -> None:
     embedded = None
     database_url: str | None = args.database_url
     try:
-        access = access_env(args)
+        access = {**access_env(args), **trusted_env(args)}
         # What every worker will read, checked once here: a bad value is one line, not a
         # traceback from each worker.
         settings_from_env({**os.environ, "DATABASE_URL": "checked later"})
