@@ -148,6 +148,7 @@ def graphql_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
         "mode": cell.mode,
         "batch": cell.batch,
         "atomic": args.atomic if cell.batch > 1 else None,
+        "by_id": args.by_id,
         "seconds": args.seconds,
         "accounts": args.accounts,
         "target": args.target,
@@ -168,6 +169,7 @@ def graphql_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
             amount_max=args.amount_max,
             batch=cell.batch,
             atomic=args.atomic,
+            by_id=args.by_id,
             seed=args.seed,
             operation=cell.operation,
         )

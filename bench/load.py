@@ -43,6 +43,7 @@ class LoadSpec:
     amount_max: int = 100
     batch: int = 1  # 1: the `transfer` mutation; K > 1: `transferBatch` with K items
     atomic: bool = False
+    by_id: bool = False  # documentId instead of the document's text
     seed: int = 1
     operation: str = "transfer"  # one of operations.OPERATIONS
 
@@ -204,6 +205,7 @@ def _requests(spec: LoadSpec, key_prefix: str, client: int) -> RequestMaker:
         amount_max=spec.amount_max,
         batch=spec.batch,
         atomic=spec.atomic,
+        by_id=spec.by_id,
         rng=random.Random(spec.seed * 1000 + client),
         key_prefix=f"{key_prefix}-{client}",
     )

@@ -6,6 +6,7 @@ touches account ids[0]: a transfer as source or target with equal odds, a deposi
 payment always.
 """
 
+import hashlib
 import itertools
 import random
 from collections.abc import Iterator
@@ -83,6 +84,7 @@ class RequestMaker:
     amount_max: int
     batch: int
     atomic: bool
+    by_id: bool
     rng: random.Random
     key_prefix: str
     _serials: Iterator[int] = field(default_factory=itertools.count)
@@ -98,19 +100,26 @@ class RequestMaker:
             item["idempotencyKey"] = f"{self.key_prefix}-{next(self._serials)}"
         return item
 
+    def _document(self, text: str) -> dict[str, str]:
+        """The request's document: its text, or its id (the server's own documents)."""
+        if self.by_id:
+            return {"documentId": "sha256:" + hashlib.sha256(text.encode()).hexdigest()}
+        return {"query": text}
+
     def next(self) -> Request:
         if self.operation in _SINGLE_ACCOUNT:
             account = pick_account(self.rng, self.account_ids, self.mode)
             amount = self.rng.randint(1, self.amount_max)
             variables: dict[str, Any] = {"accountId": account, "amount": amount}
-            body = {"query": _SINGLE_ACCOUNT[self.operation], "variables": variables}
+            body = {**self._document(_SINGLE_ACCOUNT[self.operation]), "variables": variables}
             return Request(orjson.dumps(body), (amount,))
         if self.batch == 1:
             item = self._transfer_input()
-            body = {"query": TRANSFER, "variables": {"input": item}}
+            body = {**self._document(TRANSFER), "variables": {"input": item}}
             return Request(orjson.dumps(body), (item["amount"],))
         items = [self._transfer_input() for _ in range(self.batch)]
-        body = {"query": TRANSFER_BATCH, "variables": {"transfers": items, "atomic": self.atomic}}
+        variables = {"transfers": items, "atomic": self.atomic}
+        body = {**self._document(TRANSFER_BATCH), "variables": variables}
         return Request(orjson.dumps(body), tuple(i["amount"] for i in items))
 
 

@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
         "items (transfer and keyed-transfer only); a list runs each (default 1)",
     )
     p.add_argument("--atomic", action="store_true", help="transferBatch with atomic: true")
+    p.add_argument(
+        "--by-id",
+        action="store_true",
+        help="send each document by its id (documentId), not its text (trusted documents)",
+    )
     p.add_argument("--seconds", type=float, default=10.0, help="per cell (default 10)")
     p.add_argument("--accounts", type=int, default=100, help="default 100")
     p.add_argument(

@@ -9,7 +9,7 @@ from typing import Any
 
 from cross_web import HTTPException
 from graphql import ExecutionResult, GraphQLError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from strawberry.exceptions import MissingQueryError
 from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
@@ -106,7 +106,7 @@ async def _request_data(request: Request) -> dict[str, Any]:
         media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media_type != JSON:
             raise HTTPException(415, "the request body must be application/json")
-        decoded = _decode_json(await request.body())
+        decoded = _decode_json(await _body(request))
         if isinstance(decoded, list):
             raise HTTPException(400, "Batching is not enabled")
         data = decoded
@@ -116,6 +116,18 @@ async def _request_data(request: Request) -> dict[str, Any]:
                 400, f"The GraphQL operation's `{name}` must be an object or null, if provided."
             )
     return data
+
+
+async def _body(request: Request) -> bytes:
+    """The whole body (its size and time are bounded by the middleware in front)."""
+    chunks = []
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _decode_json(text: str | bytes) -> Any:

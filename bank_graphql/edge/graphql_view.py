@@ -69,7 +69,9 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             await super().__call__(scope, receive, send)
             return
         request = Request(scope, receive=receive)
-        page_asked = self.should_render_graphql_ide(self.request_adapter_class(request))
+        page_asked = request.method == "GET" and self.should_render_graphql_ide(
+            self.request_adapter_class(request)
+        )
         if page_asked and self.graphql_ide is not None:
             # The page holds no data: it is served without a credential.
             response = await self.render_graphql_ide(request)

@@ -8,6 +8,7 @@ answer to `*/*`, to no `Accept` at all, and to an `Accept` naming neither type.
 """
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from starlette.datastructures import Headers
 
@@ -46,7 +47,14 @@ class _Range:
 def response_media_type(headers: Headers) -> str:
     """The supported type the client ranks highest: by quality, then by how exactly it names
     it, then by the order it lists them in; `JSON` when it accepts neither."""
-    parts = ",".join(headers.getlist("accept")).split(",", _ACCEPT_RANGES_MAX)
+    return _media_type_for(",".join(headers.getlist("accept")))
+
+
+# A client sends the same Accept on every request: its answer is kept (the headers' own
+# bound, BANK_HEADER_BYTES_MAX, bounds each entry).
+@lru_cache(maxsize=256)
+def _media_type_for(accept: str) -> str:
+    parts = accept.split(",", _ACCEPT_RANGES_MAX)
     parsed = (_parse_range(part, i) for i, part in enumerate(parts[:_ACCEPT_RANGES_MAX]))
     ranges = [r for r in parsed if r is not None]
     best, best_rank = JSON, (0.0, -1, 0)

@@ -6,7 +6,10 @@ inputs: they may hold account ids and amounts.
 """
 
 import logging
+from functools import lru_cache
 from typing import Any
+
+from prometheus_client import Counter, Histogram
 
 from bank_graphql.api.errors import error_code
 from bank_graphql.api.operation import OperationRecord
@@ -40,6 +43,23 @@ def record_operation(record: OperationRecord) -> None:
     )
 
 
+# Each metric's child per label values, found once: a few operation types, outcomes and
+# codes, all declared by the server.
+@lru_cache(maxsize=64)
+def _requests(operation_type: str, outcome: str) -> Counter:
+    return metrics.REQUESTS.labels(operation_type, outcome)
+
+
+@lru_cache(maxsize=64)
+def _latency(operation_type: str) -> Histogram:
+    return metrics.LATENCY.labels(operation_type)
+
+
+@lru_cache(maxsize=256)
+def _errors(code: str) -> Counter:
+    return metrics.ERRORS.labels(code)
+
+
 def _record(
     elapsed_s: float,
     principal: str | None,
@@ -49,10 +69,12 @@ def _record(
     user_codes: list[str],
 ) -> None:
     outcome = "error" if graphql_codes else "refused" if user_codes else "ok"
-    metrics.REQUESTS.labels(operation_type, outcome).inc()
-    metrics.LATENCY.labels(operation_type).observe(elapsed_s)
+    _requests(operation_type, outcome).inc()
+    _latency(operation_type).observe(elapsed_s)
     for code in graphql_codes + user_codes:
-        metrics.ERRORS.labels(code).inc()
+        _errors(code).inc()
+    if not log.isEnabledFor(logging.INFO):
+        return
     fields: dict[str, Any] = {
         "principal": principal,
         "operation_name": operation_name,
