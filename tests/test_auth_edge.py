@@ -517,3 +517,25 @@ async def test_websockets_need_a_credential_and_lose_it_on_revocation(
         assert await _close_code(ws) == 4403
         assert time.monotonic() - revoked_at < 1.5
     assert key not in server.log.read_text()
+
+
+async def test_a_key_works_the_moment_it_is_issued(
+    make_client: MakeClient, database_url: str
+) -> None:
+    """A key issued after the server started works on its first request, over HTTP, before
+    the key ring's next regular reload (here an hour away): a miss waits for a reload."""
+    client = await make_client()
+    key = await issue_key(database_url, Role.READER)
+    response = await client.http.post(
+        "/graphql",
+        json={"query": "{ viewer { role } }"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == {"data": {"viewer": {"role": "READER"}}}
+    unknown = await client.http.post(
+        "/graphql",
+        json={"query": "{ viewer { role } }"},
+        headers={"Authorization": f"Bearer {key}x"},
+    )
+    assert unknown.status_code == 401

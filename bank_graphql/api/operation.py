@@ -75,19 +75,23 @@ def _refusal(message: str, code: ErrorCode) -> GraphQLError:
 def request_errors(
     prepared: Prepared, operation_name: str | None, context: Context
 ) -> list[GraphQLError]:
-    """Why this request may not run, before anything runs: no error means it may."""
-    if prepared.errors:
-        return prepared.errors
+    """Why this request may not run, before anything runs (every reason but access, which is
+    judged only of a request that may otherwise run): no error means it may."""
     document = prepared.document
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    errors = list(prepared.errors or ())
     if operation_name is None and len(operations) > 1:
         # The GraphQL spec's rule, which Strawberry does not keep (it runs the first one).
         message = "Must provide operation name if query contains multiple operations."
-        return [_refusal(message, ErrorCode.BAD_REQUEST)]
-    chosen = chosen_operation(document, operation_name)
-    if not context.streaming and chosen and chosen.operation is OperationType.SUBSCRIPTION:
+        errors.append(_refusal(message, ErrorCode.BAD_REQUEST))
+    named = [o for o in operations if operation_name in (None, o.name and o.name.value)]
+    if not context.streaming and any(o.operation is OperationType.SUBSCRIPTION for o in named):
         message = "subscriptions are served over WebSocket (graphql-transport-ws) at this URL"
-        return [_refusal(message, ErrorCode.BAD_REQUEST)]
+        errors.append(_refusal(message, ErrorCode.BAD_REQUEST))
+    return errors or _access_errors(prepared, context)
+
+
+def _access_errors(prepared: Prepared, context: Context) -> list[GraphQLError]:
     principal = context.principal
     refused = sorted(op for op in prepared.operations if not principal.may(op))
     if refused:

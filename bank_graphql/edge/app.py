@@ -50,7 +50,7 @@ async def health(request: Request) -> JSONResponse:
 
 async def prometheus_metrics(request: Request) -> Response:
     authenticator: Authenticator = request.app.state.authenticator
-    principal = authenticator.principal(authorization_header(request.headers))
+    principal = await authenticator.principal(authorization_header(request.headers))
     if principal is None:
         return unauthenticated_response(request.method, response_media_type(request.headers))
     if not principal.may(Operation.METRICS):
@@ -99,6 +99,27 @@ def trusted_documents(settings: Settings) -> TrustedDocuments:
     return TrustedDocuments(documents, only=settings.trusted_only)
 
 
+def _middleware(settings: Settings) -> list[Middleware]:
+    """What every HTTP request passes through: the body limit, and CORS when configured."""
+    middleware = [
+        Middleware(
+            BodySizeLimit,
+            body_bytes_max=settings.body_bytes_max,
+            body_read_timeout_s=settings.http.body_read_timeout_s,
+        )
+    ]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST"],
+                allow_headers=["content-type", "authorization"],
+            )
+        )
+    return middleware
+
+
 def create_app(settings: Settings) -> "GraphQLFirst":
     endpoint = GraphQLEndpoint(
         build_schema(settings.queries, record_operation, trusted_documents(settings)),
@@ -136,22 +157,7 @@ def create_app(settings: Settings) -> "GraphQLFirst":
                 await key_ring.stop()
             await pool.close()
 
-    middleware = [
-        Middleware(
-            BodySizeLimit,
-            body_bytes_max=settings.body_bytes_max,
-            body_read_timeout_s=settings.http.body_read_timeout_s,
-        )
-    ]
-    if settings.cors_origins:
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=settings.cors_origins,
-                allow_methods=["GET", "POST"],
-                allow_headers=["content-type", "authorization"],
-            )
-        )
+    middleware = _middleware(settings)
     app = Starlette(
         routes=[
             # Route, not Mount: a Mount would redirect /graphql to /graphql/. Unused by

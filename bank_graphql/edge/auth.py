@@ -78,15 +78,15 @@ class Authenticator:
         self._key_ring = key_ring
         self._jwt = JwtVerifier(settings.jwt) if settings.auth and settings.jwt.enabled else None
 
-    def principal(self, authorization_header: str | None) -> Principal | None:
-        credential = self.credential(authorization_header)
+    async def principal(self, authorization_header: str | None) -> Principal | None:
+        credential = await self.credential(authorization_header)
         return None if credential is None else credential.principal
 
-    def credential(self, authorization_header: str | None) -> Credential | None:
+    async def credential(self, authorization_header: str | None) -> Credential | None:
         if not self.enabled:
             return Credential(ANONYMOUS, None)
         token = bearer_token(authorization_header)
-        return None if token is None else self._token_credential(token)
+        return None if token is None else await self._token_credential(token)
 
     def still_valid(self, credential: Credential) -> bool:
         """Is a credential accepted earlier still good (not revoked, not expired)?"""
@@ -98,11 +98,11 @@ class Authenticator:
             return False
         return self._key_ring.lookup(credential.token, touch=False) == credential.principal
 
-    def _token_credential(self, token: str) -> Credential | None:
+    async def _token_credential(self, token: str) -> Credential | None:
         if token.startswith(KEY_PREFIX):
             if self._key_ring is None:
                 return None
-            principal = self._key_ring.lookup(token)
+            principal = await self._key_ring.lookup_fresh(token)
             return None if principal is None else Credential(principal, token)
         if self._jwt is None:
             return None

@@ -50,7 +50,7 @@ async def graphql_over_http(
     """The answer to a GraphQL request over HTTP; `page_asked`: a browser asked for the
     GraphiQL page, which this server does not serve."""
     authenticator: Authenticator = request.app.state.authenticator
-    principal = authenticator.principal(authorization_header(request.headers))
+    principal = await authenticator.principal(authorization_header(request.headers))
     if principal is None:
         return unauthenticated_response(request.method, media_type)
     try:
@@ -101,7 +101,7 @@ async def _request_data(request: Request) -> dict[str, Any]:
         data: dict[str, Any] = dict(request.query_params)
         for name in ("variables", "extensions"):
             if data.get(name):
-                data[name] = _decode_json(data[name])
+                data[name] = _decode_parameter(name, data[name])
     else:
         media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
         if media_type != JSON:
@@ -115,7 +115,20 @@ async def _request_data(request: Request) -> dict[str, Any]:
             raise HTTPException(
                 400, f"The GraphQL operation's `{name}` must be an object or null, if provided."
             )
+    if not isinstance(data.get("operationName"), str | None):
+        raise HTTPException(
+            400, "The GraphQL operation's `operationName` must be a string or null, if provided."
+        )
     return data
+
+
+def _decode_parameter(name: str, text: str) -> Any:
+    """A JSON parameter of a GET: an object, or null as if it were absent."""
+    try:
+        decoded = load_json(text)
+    except ValueError:
+        raise HTTPException(400, f"Unable to parse the `{name}` parameter as JSON") from None
+    return decoded
 
 
 async def _body(request: Request) -> bytes:
@@ -163,9 +176,11 @@ def _unrun_request_status(errors: list[dict[str, Any]]) -> int:
 
 
 def _http_error(method: str, exc: HTTPException, media_type: str) -> Response:
-    status_code, reason = exc.status_code, exc.reason
+    status_code, reason, allow = exc.status_code, exc.reason, "GET, POST"
     if method == "GET" and "mutation" in reason.lower():
         # GraphQL over HTTP: an operation GET may not carry is "405 Method Not Allowed".
-        status_code, reason = 405, "mutations must be sent with POST"
+        status_code, reason, allow = 405, "mutations must be sent with POST", "POST"
     code = _HTTP_ERROR_CODES.get(status_code, ErrorCode.BAD_REQUEST)
-    return error_response(status_code, code, reason, method=method, media_type=media_type)
+    return error_response(
+        status_code, code, reason, method=method, media_type=media_type, allow=allow
+    )

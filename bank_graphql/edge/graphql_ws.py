@@ -129,7 +129,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         """The credential is in the payload's `Authorization`; none valid: close 4403."""
         if not self.connection_init_received and not self.connection_timed_out:
             payload = message.get("payload") or {}
-            credential = self.authenticator.credential(authorization_of(payload))
+            credential = await self.authenticator.credential(authorization_of(payload))
             if credential is None:
                 self.connection_init_received = True
                 if self.connection_init_timeout_task:

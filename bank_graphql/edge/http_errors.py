@@ -56,14 +56,16 @@ def error_response(
     *,
     method: str | None = None,
     media_type: str = JSON,
+    allow: str = "POST",
 ) -> Response:
     """A refusal in `media_type` (`response_media_type` of the request, when it was read):
-    `data` is null in JSON and absent in graphql-response+json, where GraphQL never ran."""
+    `data` is null in JSON and absent in graphql-response+json, where GraphQL never ran.
+    `allow`: the methods a 405 names."""
     record_refusal(code, method=method, status=status_code)
     body: dict[str, object] = {"errors": [{"message": message, "extensions": {"code": code.value}}]}
     if media_type == JSON:
         body = {"data": None, **body}
-    headers = {"Allow": "POST"} if status_code == 405 else None
+    headers = {"Allow": allow} if status_code == 405 else None
     return Response(
         dump_json(body),
         status_code=status_code,

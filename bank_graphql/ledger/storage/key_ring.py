@@ -4,7 +4,8 @@ A background task asks the database every `KeyRingLimits.poll_interval_s` (a qua
 second) for a fingerprint of the table (its row count and the sum of the rows' revisions,
 which change with every committed change but a last-used time) and reloads the table when
 it changed: a key issued or revoked anywhere is seen by every server process within that
-time. A lookup that misses wakes the task early, so a key issued a moment ago works at once.
+time. A lookup that misses wakes the task early and waits for that reload, so a key issued
+a moment ago works at once.
 
 Last-used times are kept in memory and written by the same task every
 `KeyRingLimits.last_used_write_interval_s` (5 s) in one statement: `last_used_at` is at
@@ -14,6 +15,7 @@ most that late (and a process killed without SIGTERM loses its last few seconds 
 import asyncio
 import logging
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -28,6 +30,9 @@ log = logging.getLogger(__name__)
 POLL_GAP_MIN_S = 0.05
 """Misses wake the poller early, but no more often than this (a flood of bad keys costs
 at most one small query per gap)."""
+
+FRESH_LOOKUP_WAIT_S = 2.0
+"""How long a missed lookup waits for a reload (the database answers, or it is down)."""
 
 _FINGERPRINT = "SELECT count(*), coalesce(sum(revision), 0) FROM api_keys"
 _LIVE = "SELECT id, role, accounts, hash, expires_at FROM api_keys WHERE revoked_at IS NULL"
@@ -70,6 +75,8 @@ class KeyRing:
         self._fingerprint: tuple[int, int] | None = None
         self._used: dict[str, float] = {}
         self._wake = asyncio.Event()
+        self._next_poll = asyncio.Event()
+        """Set when a poll that began after it was made has ended."""
         self._task: asyncio.Task[None] | None = None
         self._failing = False
 
@@ -88,6 +95,20 @@ class KeyRing:
         if touch:
             self._used[live.key_id] = now
         return live.principal
+
+    async def lookup_fresh(self, token: str) -> Principal | None:
+        """`lookup`, and on a miss once more after a reload that began after the miss: a
+        key issued a moment ago, anywhere, works on its first request. An unknown key is
+        answered within a poll's time (one reload serves every miss waiting for it)."""
+        principal = self.lookup(token)
+        if principal is not None or key_id_of(token) is None or self._task is None:
+            return principal
+        reloaded = self._next_poll
+        self._wake.set()
+        with suppress(TimeoutError):
+            async with asyncio.timeout(FRESH_LOOKUP_WAIT_S):
+                await reloaded.wait()
+        return self.lookup(token)
 
     async def start(self) -> None:
         await self.poll()
@@ -142,6 +163,7 @@ class KeyRing:
         next_write = loop.time() + self._write_interval_s
         while True:
             self._wake.clear()
+            polled, self._next_poll = self._next_poll, asyncio.Event()
             try:
                 await self.poll()
                 if loop.time() >= next_write:
@@ -155,6 +177,7 @@ class KeyRing:
                 if not self._failing:
                     log.warning("cannot read the API keys, will retry: %s", exc)
                 self._failing = True
+            polled.set()
             await asyncio.sleep(POLL_GAP_MIN_S)
             try:
                 async with asyncio.timeout(self._poll_interval_s - POLL_GAP_MIN_S):
