@@ -1,11 +1,14 @@
 """GraphQL requests over HTTP at their edges: every reason a request may not run is told,
 405s name the methods that are allowed, and GET parameters are judged as parameters."""
 
+import asyncio
+import time
 from typing import Any
 
 import pytest
 
 from tests.conftest import GraphQLClient
+from tests.servers import Serve
 
 
 def codes(answer: dict[str, Any]) -> list[str]:
@@ -77,3 +80,25 @@ async def test_an_operation_name_must_be_a_string(gql: GraphQLClient, name: obje
     message = response.json()["errors"][0]["message"]
     assert "`operationName` must be a string or null" in message
     assert "['A']" not in message
+
+
+async def test_a_body_over_the_limit_sent_whole_is_refused_at_once(
+    serve: Serve, database_url: str
+) -> None:
+    """Chunked, over the limit, its last chunk sent with the rest: 413 at once, not at the
+    body's deadline (the server waited for more that would never come)."""
+    server = serve("--database-url", database_url)
+    body = b'{"query": "' + b"x" * (1_100_000) + b'"}'
+    head = (
+        b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    request = head + f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    started = time.monotonic()
+    writer.write(request)
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    assert status_line.startswith(b"HTTP/1.1 413"), status_line
+    assert time.monotonic() - started < 5
+    writer.close()

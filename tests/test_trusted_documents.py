@@ -191,7 +191,15 @@ async def test_an_operators_manifest_is_trusted(make_client: MakeClient, tmp_pat
     assert "nope" in refused.stderr
 
 
-@pytest.mark.parametrize("body", [{"documentId": 5}, {"documentId": None, "query": 5}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"documentId": 5},
+        {"documentId": {"sha256": "x"}, "query": "{ __typename }"},
+        {"documentId": None, "query": 5},
+        {"documentId": f"sha256:{sha(BALANCE)}", "query": [1]},
+    ],
+)
 async def test_odd_ids_are_bad_requests(gql: GraphQLClient, body: dict[str, Any]) -> None:
     response = await gql.http.post("/graphql", json=body)
     assert response.status_code == 400
@@ -214,3 +222,74 @@ async def test_trusted_only_holds_over_websocket(serve: Serve, database_url: str
         trusted = {"query": history, "variables": {"account": "x", "first": 1}}
         await ws.send(json.dumps({"id": "2", "type": "subscribe", "payload": trusted}))
         assert json.loads(await ws.recv())["payload"] == {"data": {"account": None}}
+
+
+async def test_a_get_by_id_runs_whatever_it_accepts(gql: GraphQLClient) -> None:
+    """Without `query`, a GET that accepts anything would have been a browser asking for
+    the playground page: with a document id it is a request to run."""
+    history = documents_the_project_sends()["HISTORY"]
+    params = {"documentId": sha(history), "variables": '{"account": "x", "first": 1}'}
+    for accept in ("*/*", "text/html, */*", None):
+        headers = {} if accept is None else {"Accept": accept}
+        response = await gql.http.get("/graphql", params=params, headers=headers)
+        assert response.status_code == 200, (accept, response.text[:100])
+        assert response.json() == {"data": {"account": None}}
+
+
+async def test_documents_by_id_over_websocket(serve: Serve, database_url: str) -> None:
+    """A subscribe names its document by id too; in trusted-only mode an untrusted text is
+    refused before it is parsed or validated."""
+    server = serve("--database-url", database_url, "--trusted-only")
+    history = documents_the_project_sends()["HISTORY"]
+    url = f"ws://127.0.0.1:{server.port}/graphql"
+    async with connect(url, subprotocols=[Subprotocol("graphql-transport-ws")]) as ws:
+        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+        assert json.loads(await ws.recv()) == {"type": "connection_ack"}
+        variables = {"account": "x", "first": 1}
+        by_id = {"documentId": f"sha256:{sha(history)}", "variables": variables}
+        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": by_id}))
+        assert json.loads(await ws.recv())["payload"] == {"data": {"account": None}}
+        assert json.loads(await ws.recv())["type"] == "complete"
+        apq = {"persistedQuery": {"version": 1, "sha256Hash": sha(history)}}
+        payload = {"extensions": apq, "variables": variables}
+        await ws.send(json.dumps({"id": "2", "type": "subscribe", "payload": payload}))
+        assert json.loads(await ws.recv())["payload"] == {"data": {"account": None}}
+        assert json.loads(await ws.recv())["type"] == "complete"
+        for n, query in enumerate(("{ (", "{ nosuch }", BALANCE)):
+            payload = {"query": query}
+            await ws.send(json.dumps({"id": f"x{n}", "type": "subscribe", "payload": payload}))
+            answer = json.loads(await ws.recv())
+            assert answer["type"] == "error", answer
+            assert [e["extensions"]["code"] for e in answer["payload"]] == ["DOCUMENT_NOT_TRUSTED"]
+        unknown = {"documentId": f"sha256:{'0' * 64}"}
+        await ws.send(json.dumps({"id": "u", "type": "subscribe", "payload": unknown}))
+        answer = json.loads(await ws.recv())
+        assert [e["extensions"]["code"] for e in answer["payload"]] == ["PERSISTED_QUERY_NOT_FOUND"]
+
+
+def test_a_document_is_counted_at_its_size_in_memory() -> None:
+    """Text of four-byte characters costs four bytes a character: the cache's budget counts
+    what it holds, not how many characters."""
+    from bank_graphql.api.schema import build_schema
+
+    schema = build_schema()
+    text = '{ account(id: "' + "\U0001f600" * 10_000 + '") { id } }'
+    assert not schema.document_errors(text)
+    entry = schema.documents.get(text)
+    assert entry is not None
+    assert entry.size_bytes >= 4 * len(text)
+
+
+def test_serve_refuses_a_manifest_it_cannot_use(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000)
+    invalid = tmp_path / "invalid.json"
+    invalid.write_text(json.dumps({f"sha256:{sha('{ nope }')}": "{ nope }"}))
+    for manifest, words in ((deep, "cannot read"), (invalid, "nope")):
+        command = [sys.executable, "-m", "bank_graphql.ops.cli", "serve"]
+        command += ["--database-url", "postgresql://nobody@127.0.0.1:1/none"]
+        command += ["--trusted-documents", str(manifest)]
+        refused = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2, refused.stderr[-500:]
+        assert refused.stderr.count("\n") == 1, refused.stderr[-500:]
+        assert words in refused.stderr

@@ -14,6 +14,7 @@ messages may suggest names of the schema ("Did you mean ...?"): not when introsp
 off.
 """
 
+import sys
 from dataclasses import dataclass
 
 from cachetools import LRUCache
@@ -37,7 +38,7 @@ def document_size_bytes(query: str, document: DocumentNode) -> int:
     while token is not None:
         tokens += 1
         token = token.next
-    return len(query) + tokens * _TREE_BYTES_PER_TOKEN
+    return sys.getsizeof(query) + tokens * _TREE_BYTES_PER_TOKEN
 
 
 @dataclass(frozen=True, slots=True)

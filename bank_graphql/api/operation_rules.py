@@ -9,24 +9,16 @@ from strawberry.extensions import SchemaExtension
 
 from bank_graphql.api.context import Context
 from bank_graphql.api.documents import DocumentCache, Prepared
-from bank_graphql.api.errors import ApiError
 from bank_graphql.api.operation import Execution, OperationRecord, request_errors
-from bank_graphql.api.trusted import TrustedDocuments
 
 
 class OperationRules(SchemaExtension):
     """The document from the cache, the request's checks, its reads ended with it, and one
     record of it for the observer."""
 
-    def __init__(
-        self,
-        documents: Callable[[], DocumentCache],
-        execution: Execution,
-        trusted: TrustedDocuments,
-    ) -> None:
+    def __init__(self, documents: Callable[[], DocumentCache], execution: Execution) -> None:
         self._documents = documents
         self._execution = execution
-        self._trusted = trusted
         self._prepared: Prepared | None = None
 
     async def on_operation(self) -> AsyncIterator[None]:
@@ -61,17 +53,8 @@ class OperationRules(SchemaExtension):
         request = context.context
         if self._prepared is not None and isinstance(request, Context):
             name = getattr(context, "_provided_operation_name", None)
-            errors = request_errors(self._prepared, name, request)
-            context.pre_execution_errors = errors or self._trust_errors(context.query)
+            context.pre_execution_errors = request_errors(self._prepared, name, request)
         yield
-
-    def _trust_errors(self, query: str | None) -> list[GraphQLError]:
-        """Over a socket a document comes as its text: in trusted-only mode, one of them."""
-        try:
-            self._trusted.text(query, None, None)
-        except ApiError as refused:
-            return [GraphQLError(str(refused), original_error=refused)]
-        return []
 
     def _observe(self, started: float, raised: list[GraphQLError] | None = None) -> None:
         observe = self._execution.observe

@@ -40,7 +40,7 @@ class BankSchema(strawberry.Schema):
             subscription=Subscription,
             config=StrawberryConfig(scalar_map=SCALARS),
             execution_context_class=EventExecutor,
-            extensions=[lambda: OperationRules(lambda: self.documents, execution, trusted)],
+            extensions=[lambda: OperationRules(lambda: self.documents, execution)],
         )
         rules = DocumentRules(
             self._schema, validation_rules(limits), limits.tokens_max, limits.introspection

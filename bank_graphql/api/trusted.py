@@ -13,6 +13,7 @@ mode a text runs only if it is one of the trusted documents, and nothing is reme
 
 import hashlib
 import json
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -70,7 +71,7 @@ class TrustedDocuments:
     only: bool = False
     """Refuse every document not in `documents`."""
     _remembered: LRUCache[str, str] = field(
-        default_factory=lambda: LRUCache(REMEMBERED_BYTES_MAX, getsizeof=len)
+        default_factory=lambda: LRUCache(REMEMBERED_BYTES_MAX, getsizeof=sys.getsizeof)
     )
 
     def text(self, query: object, document: object, extensions: object) -> object:
@@ -89,7 +90,7 @@ class TrustedDocuments:
                 raise ApiError(ErrorCode.BAD_REQUEST, message)
             if self.only:
                 self._check_trusted(key)
-            elif len(query) <= REMEMBERED_BYTES_MAX // 16:
+            elif sys.getsizeof(query) <= REMEMBERED_BYTES_MAX // 16:
                 self._remembered[key] = query
             return query
         found = self.documents.get(key)

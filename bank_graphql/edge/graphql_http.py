@@ -75,10 +75,7 @@ async def _run(
         )
     except ApiError as refused:
         return ExecutionResult(None, [GraphQLError(str(refused), original_error=refused)])
-    if not isinstance(query, str | None):
-        raise HTTPException(
-            400, "The GraphQL operation's `query` must be a string or null, if provided."
-        )
+    assert isinstance(query, str | None)  # _request_data checked it
     try:
         return await schema.runner.run(
             query,
@@ -110,6 +107,11 @@ async def _request_data(request: Request) -> dict[str, Any]:
         if isinstance(decoded, list):
             raise HTTPException(400, "Batching is not enabled")
         data = decoded
+    for name in ("query", "documentId"):
+        if not isinstance(data.get(name), str | None):
+            raise HTTPException(
+                400, f"The GraphQL operation's `{name}` must be a string or null, if provided."
+            )
     for name in ("variables", "extensions"):
         if not isinstance(data.get(name), dict | None):
             raise HTTPException(

@@ -28,6 +28,8 @@ from bank_graphql.edge.media_types import response_media_type
 from bank_graphql.edge.playground import playground_page
 
 PRINCIPAL_SCOPE_KEY = "bank_graphql.principal"
+# A GET carrying any of these asks for a document to run, whatever it accepts.
+_DOCUMENT_PARAMETERS = {"query", "documentId", "extensions"}
 
 
 class GraphQLEndpoint(GraphQL[Context, None]):
@@ -69,8 +71,10 @@ class GraphQLEndpoint(GraphQL[Context, None]):
             await super().__call__(scope, receive, send)
             return
         request = Request(scope, receive=receive)
-        page_asked = request.method == "GET" and self.should_render_graphql_ide(
-            self.request_adapter_class(request)
+        page_asked = (
+            request.method == "GET"
+            and not _DOCUMENT_PARAMETERS & request.query_params.keys()
+            and self.should_render_graphql_ide(self.request_adapter_class(request))
         )
         if page_asked and self.graphql_ide is not None:
             # The page holds no data: it is served without a credential.

@@ -14,6 +14,7 @@ from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing, suppress
 from typing import Any, cast
 
+from graphql import GraphQLError
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 from strawberry.asgi import ASGIWebSocketAdapter
 from strawberry.http.exceptions import (
@@ -35,6 +36,8 @@ from strawberry.types.execution import PreExecutionError
 
 from bank_graphql.api.codes import ErrorCode
 from bank_graphql.api.context import Context
+from bank_graphql.api.errors import ApiError
+from bank_graphql.api.schema import BankSchema
 from bank_graphql.edge.auth import Authenticator, Credential, authorization_of
 from bank_graphql.edge.http_errors import dump_json, load_json, record_refusal
 from bank_graphql.edge.ws_messages import (
@@ -170,17 +173,27 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.websocket.close(code=4409, reason="an operation with this id is running")
             return
         payload = message["payload"]
+        refusal = None
+        try:
+            # A document sent by id, and in trusted-only mode a text, as over HTTP: judged
+            # before anything parses it.
+            query = cast(BankSchema, self.schema).trusted.text(
+                payload.get("query"), payload.get("documentId"), payload.get("extensions")
+            )
+        except ApiError as refused:
+            query, refusal = "", GraphQLError(str(refused), original_error=refused)
         operation = Operation(
             self,
             message["id"],
-            payload["query"],
+            query if isinstance(query, str) else "",
             payload.get("variables"),
             payload.get("operationName"),
         )
-        refusal = None
-        if not operation.query:  # as HTTP words it
+        if refusal is None and not operation.query:  # as HTTP words it
             refusal = coded_error(ErrorCode.BAD_REQUEST, "No GraphQL query found in the request")
-        elif len(self.running - self.cancelled) >= OPERATIONS_PER_CONNECTION_MAX:
+        elif (
+            refusal is None and len(self.running - self.cancelled) >= OPERATIONS_PER_CONNECTION_MAX
+        ):
             refusal = coded_error(
                 ErrorCode.TOO_MANY_OPERATIONS,
                 f"at most {OPERATIONS_PER_CONNECTION_MAX} operations run at once on one "
@@ -194,6 +207,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         self.running.add(operation.task)
         operation.task.add_done_callback(self.running.discard)
         operation.task.add_done_callback(self.cancelled.discard)
+
+    def _busy(self) -> bool:
+        return len(self.running - self.cancelled) >= OPERATIONS_PER_CONNECTION_MAX
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         context = Context(

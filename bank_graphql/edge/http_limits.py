@@ -75,15 +75,16 @@ class BodySizeLimit:
                 raise _BodyTooSlow from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_complete = not message.get("more_body", False)
                 if received > self.body_bytes_max:
                     raise _BodyTooLarge
-                body_complete = not message.get("more_body", False)
             return message
 
         try:
             await self.app(scope, limited_receive, send)
         except _BodyTooLarge:
-            await self._refuse_too_large(scope, receive, send, deadline)
+            # The rest is dropped first, unless the message too large was the last one.
+            await self._refuse_too_large(scope, receive, send, None if body_complete else deadline)
         except _BodyTooSlow:
             response = error_response(
                 408,
@@ -97,11 +98,13 @@ class BodySizeLimit:
             await response(scope, receive, send)
 
     async def _refuse_too_large(
-        self, scope: Scope, receive: Receive, send: Send, deadline: float
+        self, scope: Scope, receive: Receive, send: Send, deadline: float | None
     ) -> None:
-        # Read and drop the rest first: a client that sends its whole body before it reads
-        # (urllib, many SDKs) would otherwise meet a reset instead of this answer.
-        await _drop_body(receive, deadline)
+        # Read and drop the rest first (`deadline` None: none is left): a client that sends
+        # its whole body before it reads (urllib, many SDKs) would otherwise meet a reset
+        # instead of this answer.
+        if deadline is not None:
+            await _drop_body(receive, deadline)
         response = error_response(
             413,
             ErrorCode.REQUEST_TOO_LARGE,

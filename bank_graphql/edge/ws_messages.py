@@ -31,9 +31,17 @@ def protocol_error(message: object) -> str | None:
     if kind == "complete":
         return None
     payload = message.get("payload")
-    if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
+    if not isinstance(payload, dict) or not any(
+        payload.get(key) is not None for key in ("query", "documentId", "extensions")
+    ):
         return "subscribe needs a payload with a query"
-    for key, kinds in (("variables", dict), ("extensions", dict), ("operationName", str)):
+    for key, kinds in (
+        ("query", str),
+        ("documentId", str),
+        ("variables", dict),
+        ("extensions", dict),
+        ("operationName", str),
+    ):
         if payload.get(key) is not None and not isinstance(payload[key], kinds):
             return f"invalid {key}"
     return None

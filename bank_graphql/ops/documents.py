@@ -54,9 +54,14 @@ def trusted_env(args: argparse.Namespace) -> dict[str, str]:
     path = args.trusted_documents
     if path:
         try:
-            load_manifest(Path(path))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"cannot read the trusted documents {path}: {exc}") from exc
+            documents = load_manifest(Path(path))
+        except (OSError, ValueError, RecursionError) as exc:
+            raise ValueError(f"cannot read the trusted documents {path}: {exc}") from None
+        schema = build_schema()
+        for document_id, text in documents.items():
+            problems = schema.document_errors(text)
+            if problems:
+                raise ValueError(f"{path}: {document_id}: {problems[0].message}")
     return {
         "BANK_TRUSTED_DOCUMENTS": os.path.abspath(path) if path else "",
         "BANK_TRUSTED_ONLY": "1" if args.trusted_only else "0",
