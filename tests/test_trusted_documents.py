@@ -206,24 +206,6 @@ async def test_odd_ids_are_bad_requests(gql: GraphQLClient, body: dict[str, Any]
     assert response.json()["errors"][0]["extensions"]["code"] == "BAD_REQUEST"
 
 
-async def test_trusted_only_holds_over_websocket(serve: Serve, database_url: str) -> None:
-    """Over a socket a document comes as its text: only a trusted one runs."""
-    server = serve("--database-url", database_url, "--trusted-only")
-    history = documents_the_project_sends()["HISTORY"]
-    url = f"ws://127.0.0.1:{server.port}/graphql"
-    async with connect(url, subprotocols=[Subprotocol("graphql-transport-ws")]) as ws:
-        await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
-        assert json.loads(await ws.recv()) == {"type": "connection_ack"}
-        untrusted = {"query": BALANCE, "variables": {"id": "a"}}
-        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": untrusted}))
-        answer = json.loads(await ws.recv())
-        assert answer["type"] == "error", answer
-        assert [e["extensions"]["code"] for e in answer["payload"]] == ["DOCUMENT_NOT_TRUSTED"]
-        trusted = {"query": history, "variables": {"account": "x", "first": 1}}
-        await ws.send(json.dumps({"id": "2", "type": "subscribe", "payload": trusted}))
-        assert json.loads(await ws.recv())["payload"] == {"data": {"account": None}}
-
-
 async def test_a_get_by_id_runs_whatever_it_accepts(gql: GraphQLClient) -> None:
     """Without `query`, a GET that accepts anything would have been a browser asking for
     the playground page: with a document id it is a request to run."""
@@ -237,8 +219,8 @@ async def test_a_get_by_id_runs_whatever_it_accepts(gql: GraphQLClient) -> None:
 
 
 async def test_documents_by_id_over_websocket(serve: Serve, database_url: str) -> None:
-    """A subscribe names its document by id too; in trusted-only mode an untrusted text is
-    refused before it is parsed or validated."""
+    """A subscribe names its document by id too, or sends a trusted one's exact text; in
+    trusted-only mode any other text is refused before it is parsed or validated."""
     server = serve("--database-url", database_url, "--trusted-only")
     history = documents_the_project_sends()["HISTORY"]
     url = f"ws://127.0.0.1:{server.port}/graphql"
@@ -261,6 +243,10 @@ async def test_documents_by_id_over_websocket(serve: Serve, database_url: str) -
             answer = json.loads(await ws.recv())
             assert answer["type"] == "error", answer
             assert [e["extensions"]["code"] for e in answer["payload"]] == ["DOCUMENT_NOT_TRUSTED"]
+        as_text = {"query": history, "variables": variables}
+        await ws.send(json.dumps({"id": "t", "type": "subscribe", "payload": as_text}))
+        assert json.loads(await ws.recv())["payload"] == {"data": {"account": None}}
+        assert json.loads(await ws.recv())["type"] == "complete"
         unknown = {"documentId": f"sha256:{'0' * 64}"}
         await ws.send(json.dumps({"id": "u", "type": "subscribe", "payload": unknown}))
         answer = json.loads(await ws.recv())
