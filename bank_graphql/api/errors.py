@@ -19,6 +19,10 @@ class ApiError(Exception):
         super().__init__(message)
         self.code = code
 
+    def as_graphql_error(self) -> GraphQLError:
+        """This error as a request's error (before any field ran), with its code."""
+        return GraphQLError(str(self), original_error=self)
+
 
 def bad_input(message: str) -> ApiError:
     return ApiError(ErrorCode.BAD_USER_INPUT, message)

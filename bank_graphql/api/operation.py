@@ -9,7 +9,7 @@ request's reads end with the operation, and one record of it goes to the observe
 """
 
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard, cast
 
@@ -44,6 +44,26 @@ class OperationRecord:
 
 
 Observer = Callable[[OperationRecord], None]
+
+# A GraphQL request's fields, whichever transport brings it, and the JSON each must be when
+# given (null is as if it were absent).
+_REQUEST_FIELDS = (
+    ("query", str, "a string"),
+    ("documentId", str, "a string"),
+    ("variables", dict, "an object"),
+    ("extensions", dict, "an object"),
+    ("operationName", str, "a string"),
+)
+
+
+def misshapen_field(request: Mapping[str, object]) -> tuple[str, str] | None:
+    """The first field of `request` that is not the JSON it must be: its name, and what it
+    must be; None when every field is right."""
+    for name, kind, described in _REQUEST_FIELDS:
+        value = request.get(name)
+        if value is not None and not isinstance(value, kind):
+            return name, described
+    return None
 
 
 def chosen_operation(

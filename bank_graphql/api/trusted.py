@@ -74,17 +74,19 @@ class TrustedDocuments:
         default_factory=lambda: LRUCache(REMEMBERED_BYTES_MAX, getsizeof=sys.getsizeof)
     )
 
-    def text(self, query: object, document: object, extensions: object) -> object:
+    def text(
+        self, query: str | None, document: str | None, extensions: dict[str, Any] | None
+    ) -> str | None:
         """The text a request runs: its `query`, or the document its id names. Raises an
         `ApiError` for an unknown id, a hash that is not the text's, or (trusted-only) a
-        text not trusted. Anything else is returned as it is, for the caller to refuse."""
-        wanted = document if isinstance(document, str) else _apq_hash(extensions)
+        text not trusted. No text and no id: None, for the caller to refuse."""
+        wanted = document if document is not None else _apq_hash(extensions)
         if wanted is None:
-            if self.only and isinstance(query, str) and query:
+            if self.only and query:
                 self._check_trusted(document_id(query))
             return query
         key = _with_prefix(wanted)
-        if isinstance(query, str) and query:
+        if query:
             if document_id(query) != key:
                 message = "the document's id is not the hash of its text"
                 raise ApiError(ErrorCode.BAD_REQUEST, message)
@@ -106,7 +108,7 @@ class TrustedDocuments:
             raise ApiError(ErrorCode.DOCUMENT_NOT_TRUSTED, message)
 
 
-def _apq_hash(extensions: object) -> str | None:
-    persisted: Any = extensions.get("persistedQuery") if isinstance(extensions, dict) else None
+def _apq_hash(extensions: dict[str, Any] | None) -> str | None:
+    persisted = (extensions or {}).get("persistedQuery")
     sha = persisted.get("sha256Hash") if isinstance(persisted, dict) else None
     return sha if isinstance(sha, str) else None

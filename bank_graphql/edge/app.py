@@ -161,9 +161,8 @@ def create_app(settings: Settings) -> "GraphQLFirst":
     middleware = _middleware(settings)
     app = Starlette(
         routes=[
-            # Route, not Mount: a Mount would redirect /graphql to /graphql/. Unused by
-            # HTTP requests, which GraphQLFirst sends straight to the endpoint.
-            Route("/graphql", endpoint),
+            # HTTP requests to /graphql never get here: GraphQLFirst sends them straight
+            # to the endpoint.
             WebSocketRoute("/graphql", endpoint),
             *playground_routes(settings.graphiql),
             Route("/health", health),

@@ -8,7 +8,7 @@ and the GraphiQL page are Strawberry's view's (edge/graphql_view.py).
 from typing import Any
 
 from cross_web import HTTPException
-from graphql import ExecutionResult, GraphQLError
+from graphql import ExecutionResult
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from strawberry.exceptions import MissingQueryError
@@ -18,6 +18,7 @@ from strawberry.types.graphql import OperationType
 from bank_graphql.api.codes import ErrorCode
 from bank_graphql.api.context import Context
 from bank_graphql.api.errors import ApiError, format_error
+from bank_graphql.api.operation import misshapen_field
 from bank_graphql.api.schema import BankSchema
 from bank_graphql.edge.auth import Authenticator, authorization_header, unauthenticated_response
 from bank_graphql.edge.http_errors import dump_json, error_response, load_json
@@ -74,8 +75,7 @@ async def _run(
             data.get("query"), data.get("documentId"), data.get("extensions")
         )
     except ApiError as refused:
-        return ExecutionResult(None, [GraphQLError(str(refused), original_error=refused)])
-    assert isinstance(query, str | None)  # _request_data checked it
+        return ExecutionResult(None, [refused.as_graphql_error()])
     try:
         return await schema.runner.run(
             query,
@@ -107,20 +107,11 @@ async def _request_data(request: Request) -> dict[str, Any]:
         if isinstance(decoded, list):
             raise HTTPException(400, "Batching is not enabled")
         data = decoded
-    for name in ("query", "documentId"):
-        if not isinstance(data.get(name), str | None):
-            raise HTTPException(
-                400, f"The GraphQL operation's `{name}` must be a string or null, if provided."
-            )
-    for name in ("variables", "extensions"):
-        if not isinstance(data.get(name), dict | None):
-            raise HTTPException(
-                400, f"The GraphQL operation's `{name}` must be an object or null, if provided."
-            )
-    if not isinstance(data.get("operationName"), str | None):
-        raise HTTPException(
-            400, "The GraphQL operation's `operationName` must be a string or null, if provided."
-        )
+    misshapen = misshapen_field(data)
+    if misshapen is not None:
+        name, described = misshapen
+        message = f"The GraphQL operation's `{name}` must be {described} or null, if provided."
+        raise HTTPException(400, message)
     return data
 
 

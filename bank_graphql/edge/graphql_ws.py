@@ -173,32 +173,10 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.websocket.close(code=4409, reason="an operation with this id is running")
             return
         payload = message["payload"]
-        refusal = None
-        try:
-            # A document sent by id, and in trusted-only mode a text, as over HTTP: judged
-            # before anything parses it.
-            query = cast(BankSchema, self.schema).trusted.text(
-                payload.get("query"), payload.get("documentId"), payload.get("extensions")
-            )
-        except ApiError as refused:
-            query, refusal = "", GraphQLError(str(refused), original_error=refused)
+        query, refusal = self._query_or_refusal(payload)
         operation = Operation(
-            self,
-            message["id"],
-            query if isinstance(query, str) else "",
-            payload.get("variables"),
-            payload.get("operationName"),
+            self, message["id"], query, payload.get("variables"), payload.get("operationName")
         )
-        if refusal is None and not operation.query:  # as HTTP words it
-            refusal = coded_error(ErrorCode.BAD_REQUEST, "No GraphQL query found in the request")
-        elif (
-            refusal is None and len(self.running - self.cancelled) >= OPERATIONS_PER_CONNECTION_MAX
-        ):
-            refusal = coded_error(
-                ErrorCode.TOO_MANY_OPERATIONS,
-                f"at most {OPERATIONS_PER_CONNECTION_MAX} operations run at once on one "
-                "connection: wait for one to complete",
-            )
         if refusal is not None:
             await self.send_message(error_message(operation.id, [refusal]))
             return
@@ -208,8 +186,25 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         operation.task.add_done_callback(self.running.discard)
         operation.task.add_done_callback(self.cancelled.discard)
 
-    def _busy(self) -> bool:
-        return len(self.running - self.cancelled) >= OPERATIONS_PER_CONNECTION_MAX
+    def _query_or_refusal(self, payload: Mapping[str, Any]) -> tuple[str, GraphQLError | None]:
+        """The text an operation runs, or why it may not start."""
+        try:
+            # A document sent by id, and in trusted-only mode a text, as over HTTP: judged
+            # before anything parses it.
+            query = cast(BankSchema, self.schema).trusted.text(
+                payload.get("query"), payload.get("documentId"), payload.get("extensions")
+            )
+        except ApiError as refused:
+            return "", refused.as_graphql_error()
+        if not query:  # as HTTP words it
+            return "", coded_error(ErrorCode.BAD_REQUEST, "No GraphQL query found in the request")
+        if len(self.running - self.cancelled) >= OPERATIONS_PER_CONNECTION_MAX:
+            message = (
+                f"at most {OPERATIONS_PER_CONNECTION_MAX} operations run at once on one "
+                "connection: wait for one to complete"
+            )
+            return query, coded_error(ErrorCode.TOO_MANY_OPERATIONS, message)
+        return query, None
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         context = Context(

@@ -9,6 +9,7 @@ from strawberry.types import ExecutionResult
 from bank_graphql.api.codes import ErrorCode
 from bank_graphql.api.context import Context
 from bank_graphql.api.errors import ApiError, format_error
+from bank_graphql.api.operation import misshapen_field
 
 OPERATION_ID_CHARS_MAX = 128
 
@@ -35,20 +36,12 @@ def protocol_error(message: object) -> str | None:
         payload.get(key) is not None for key in ("query", "documentId", "extensions")
     ):
         return "subscribe needs a payload with a query"
-    for key, kinds in (
-        ("query", str),
-        ("documentId", str),
-        ("variables", dict),
-        ("extensions", dict),
-        ("operationName", str),
-    ):
-        if payload.get(key) is not None and not isinstance(payload[key], kinds):
-            return f"invalid {key}"
-    return None
+    misshapen = misshapen_field(payload)
+    return None if misshapen is None else f"invalid {misshapen[0]}"
 
 
 def coded_error(code: ErrorCode, message: str) -> GraphQLError:
-    return GraphQLError(message, original_error=ApiError(code, message))
+    return ApiError(code, message).as_graphql_error()
 
 
 def error_message(operation_id: str, errors: list[GraphQLError] | None) -> Message:
