@@ -149,6 +149,7 @@ def graphql_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
         "batch": cell.batch,
         "atomic": args.atomic if cell.batch > 1 else None,
         "by_id": args.by_id,
+        "client": args.client,
         "seconds": args.seconds,
         "accounts": args.accounts,
         "target": args.target,
@@ -172,6 +173,7 @@ def graphql_cell(ctx: Context, cell: Cell) -> dict[str, Any]:
             by_id=args.by_id,
             seed=args.seed,
             operation=cell.operation,
+            client=args.client,
         )
         quiet = quiet_machine(args)
         meter = CpuMeter(target.server_pids, database=target.database_name)

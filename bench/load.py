@@ -5,19 +5,21 @@ timeout, so a stuck server cannot hold the bench.
 """
 
 import asyncio
+import contextlib
 import math
 import random
 import secrets
 import statistics
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import orjson
 
-from bench import auth
+from bench import auth, http1
 from bench.operations import RequestMaker, answers
 
 REQUEST_TIMEOUT_S = 30.0
@@ -46,6 +48,7 @@ class LoadSpec:
     by_id: bool = False  # documentId instead of the document's text
     seed: int = 1
     operation: str = "transfer"  # one of operations.OPERATIONS
+    client: str = "http1"  # or "aiohttp"
 
 
 @dataclass
@@ -143,25 +146,21 @@ def classify(
     return True
 
 
+Post = Callable[[bytes], Awaitable[tuple[int, bytes]]]
+POST_FAILURES = (aiohttp.ClientError, OSError, TimeoutError)
+
+
 async def _client(
-    session: aiohttp.ClientSession,
-    url: str,
-    spec: LoadSpec,
-    deadline: float,
-    stats: LoadStats,
-    requests: RequestMaker,
+    post_body: Post, spec: LoadSpec, deadline: float, stats: LoadStats, requests: RequestMaker
 ) -> None:
-    headers = auth.headers()
     for _ in range(REQUESTS_PER_CLIENT_MAX):
         if time.perf_counter() >= deadline:
             return
         request = requests.next()
         started = time.perf_counter()
         try:
-            async with session.post(url, data=request.body, headers=headers) as resp:
-                status = resp.status
-                raw = await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            status, raw = await post_body(request.body)
+        except POST_FAILURES as exc:
             stats.requests += 1
             stats.fail(type(exc).__name__, str(exc), len(request.amounts))
             # A server that is gone answers at once: do not spin on it.
@@ -173,6 +172,30 @@ async def _client(
             stats.latencies_s.append(latency)
 
 
+def _aiohttp_post(session: aiohttp.ClientSession, url: str) -> Post:
+    headers = auth.headers()
+
+    async def post_body(body: bytes) -> tuple[int, bytes]:
+        async with session.post(url, data=body, headers=headers) as resp:
+            return resp.status, await resp.read()
+
+    return post_body
+
+
+async def _clients(url: str, spec: LoadSpec, stack: contextlib.AsyncExitStack) -> list[Post]:
+    """One way to post per client, closed with `stack`."""
+    if spec.client == "aiohttp":
+        connector = aiohttp.TCPConnector(limit=spec.clients, force_close=False)
+        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+        session = aiohttp.ClientSession(connector=connector, timeout=timeout)
+        await stack.enter_async_context(session)
+        return [_aiohttp_post(session, url)] * spec.clients
+    clients = [http1.Client(url, auth.headers(), REQUEST_TIMEOUT_S) for _ in range(spec.clients)]
+    for client in clients:
+        stack.callback(client.close)
+    return [c.post for c in clients]
+
+
 async def run_load(base_url: str, spec: LoadSpec) -> LoadStats:
     """Run C clients against POST /graphql until the deadline; every answer is counted."""
     assert 1 <= spec.batch <= BATCH_SIZE_MAX
@@ -181,16 +204,15 @@ async def run_load(base_url: str, spec: LoadSpec) -> LoadStats:
     url = f"{base_url}/graphql"
     # Idempotency keys unique across runs too: a --target server keeps them.
     key_prefix = f"bench-{secrets.token_hex(4)}"
-    connector = aiohttp.TCPConnector(limit=spec.clients, force_close=False)
-    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    async with contextlib.AsyncExitStack() as stack:
+        posts = await _clients(url, spec, stack)
         started = time.perf_counter()
         deadline = started + spec.seconds
         async with asyncio.timeout(spec.seconds + REQUEST_TIMEOUT_S + 5):
             await asyncio.gather(
                 *(
-                    _client(session, url, spec, deadline, stats, _requests(spec, key_prefix, i))
-                    for i in range(spec.clients)
+                    _client(post_body, spec, deadline, stats, _requests(spec, key_prefix, i))
+                    for i, post_body in enumerate(posts)
                 )
             )
         stats.elapsed_s = time.perf_counter() - started

@@ -139,5 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quiet-wait-s", type=float, default=120.0, help="longest wait for --quiet-cores"
     )
+    p.add_argument(
+        "--client",
+        choices=["http1", "aiohttp"],
+        default="http1",
+        help="the GraphQL load's HTTP client: http1 (lean, httptools; default) or aiohttp",
+    )
     p.add_argument("--seed", type=int, default=1)
     return p
