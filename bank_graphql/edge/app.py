@@ -132,7 +132,7 @@ def create_app(settings: Settings) -> "GraphQLFirst":
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         pool = await open_pool(settings.database_url, settings.pool)
         sweeper = Sweeper(pool, settings.clock, settings.sweeper)
-        live = LiveFeed(pool, settings.database_url, settings.live)
+        live = LiveFeed(pool, settings.direct_database_url or settings.database_url, settings.live)
         app.state.ledger = Ledger(pool, settings.clock, settings.writes, settings.sweeper, live)
         app.state.sweeper = sweeper
         app.state.schema = endpoint.bank_schema

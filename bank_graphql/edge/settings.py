@@ -43,6 +43,9 @@ class JwtSettings:
 @dataclass(frozen=True, slots=True)
 class Settings:
     database_url: str
+    direct_database_url: str | None = None
+    """Straight to PostgreSQL when `database_url` is a pooler in transaction mode: the live
+    feeds' LISTEN needs a session of its own."""
     clock: ClockMode = ClockMode.SYSTEM
     pool: PoolLimits = field(default_factory=PoolLimits)
     writes: WriteLimits = field(default_factory=WriteLimits)
@@ -125,6 +128,7 @@ def settings_from_env(environ: Mapping[str, str] = os.environ) -> Settings:
         raise RuntimeError("DATABASE_URL is not set (`bank-graphql serve` sets it for you)")
     return Settings(
         database_url=database_url,
+        direct_database_url=environ.get("BANK_DIRECT_DATABASE_URL") or None,
         clock=ClockMode(get("BANK_CLOCK", ClockMode.SYSTEM.value)),
         pool=PoolLimits(
             min_size=integer("BANK_POOL_MIN_SIZE", pool.min_size),
@@ -132,6 +136,7 @@ def settings_from_env(environ: Mapping[str, str] = os.environ) -> Settings:
             pool_timeout_s=number("BANK_POOL_TIMEOUT_S", pool.pool_timeout_s),
             statement_timeout_ms=integer("BANK_STATEMENT_TIMEOUT_MS", pool.statement_timeout_ms),
             lock_timeout_ms=integer("BANK_LOCK_TIMEOUT_MS", pool.lock_timeout_ms),
+            transaction_pooler=_flag(get("BANK_PGBOUNCER", "0")),
         ),
         sweeper=SweepLimits(
             batch_max=integer("BANK_SWEEPER_BATCH_MAX", sweeper.batch_max),

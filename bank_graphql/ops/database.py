@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from bank_graphql.ledger import SchemaVersionError, migrate, require_current
+from bank_graphql.ops.settings_env import env_flag
 
 DATA_DIR_DEFAULT = ".bank-graphql-data"
 
@@ -50,6 +51,38 @@ def add_database_options(parser: argparse.ArgumentParser) -> None:
         default=Path(os.environ.get("BANK_DATA_DIR") or DATA_DIR_DEFAULT),
         help="folder of the embedded PostgreSQL (env BANK_DATA_DIR, default ./.bank-graphql-data)",
     )
+
+
+def add_pooler_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pgbouncer",
+        action="store_true",
+        default=env_flag("BANK_PGBOUNCER"),
+        help="--database-url is PgBouncer (or another pooler) in transaction mode: no "
+        "prepared statements, and each transaction sets its own timeouts; needs "
+        "--direct-database-url (env BANK_PGBOUNCER=1)",
+    )
+    parser.add_argument(
+        "--direct-database-url",
+        default=os.environ.get("BANK_DIRECT_DATABASE_URL"),
+        metavar="URL",
+        help="a URL straight to PostgreSQL, for what a pooler cannot carry: the live feeds' "
+        "LISTEN and the migration at start (env BANK_DIRECT_DATABASE_URL)",
+    )
+
+
+def check_pooler_options(args: argparse.Namespace) -> None:
+    if args.pgbouncer and not (args.database_url and args.direct_database_url):
+        refuse("serve", "--pgbouncer needs --database-url (the pooler) and --direct-database-url")
+
+
+def pooler_env(args: argparse.Namespace, database_url: str) -> tuple[str, dict[str, str]]:
+    """The URL to migrate through (a session of its own), and what the workers read."""
+    direct = args.direct_database_url or database_url
+    return direct, {
+        "BANK_PGBOUNCER": "1" if args.pgbouncer else "0",
+        "BANK_DIRECT_DATABASE_URL": direct,
+    }
 
 
 @contextmanager

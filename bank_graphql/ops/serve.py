@@ -28,7 +28,13 @@ from bank_graphql.ops.access import (
     print_admin_key,
 )
 from bank_graphql.ops.banner import Banner, ReadyNotice, when_answering
-from bank_graphql.ops.database import add_database_options, refuse
+from bank_graphql.ops.database import (
+    add_database_options,
+    add_pooler_options,
+    check_pooler_options,
+    pooler_env,
+    refuse,
+)
 from bank_graphql.ops.documents import add_trusted_options, trusted_env
 from bank_graphql.ops.settings_env import env, env_flag
 
@@ -60,6 +66,7 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
         help="port to listen on (env BANK_PORT, default 8000)",
     )
     add_database_options(serve)
+    add_pooler_options(serve)
     serve.add_argument(
         "--clock",
         choices=[m.value for m in ClockMode],
@@ -207,6 +214,7 @@ def serve(args: argparse.Namespace) -> None:
     embedded = None
     database_url: str | None = args.database_url
     try:
+        check_pooler_options(args)
         access = {**access_env(args), **trusted_env(args)}
         # What every worker will read, checked once here: a bad value is one line, not a
         # traceback from each worker.
@@ -228,10 +236,11 @@ def serve(args: argparse.Namespace) -> None:
                 database_url = embedded.start()
             except EmbeddedPostgresError as exc:
                 refuse("serve", exc)
-        _bring_schema_up_to_date(database_url, migrating=not args.no_migrate)
-        admin_key = None if args.no_auth else create_admin_key_if_none(database_url)
+        direct_url, pooler = pooler_env(args, database_url)
+        _bring_schema_up_to_date(direct_url, migrating=not args.no_migrate)
+        admin_key = None if args.no_auth else create_admin_key_if_none(direct_url)
         os.environ.update(
-            access,
+            {**access, **pooler},
             DATABASE_URL=database_url,
             BANK_CLOCK=args.clock,
             BANK_GRAPHIQL="0" if args.no_graphiql else "1",

@@ -4,19 +4,21 @@ The schema and its versions: storage/migrations.py."""
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from functools import partial
+from typing import Any, TypeVar, cast
 
 import orjson
-from psycopg import AsyncConnection, Connection, errors, sql
+from psycopg import AsyncConnection, AsyncCursor, Connection, errors, sql
 from psycopg.errors import Diagnostic
 from psycopg.rows import TupleRow
 from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 Conn = AsyncConnection[TupleRow]
+Cursor = AsyncCursor[TupleRow]
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,63 @@ class PoolLimits:
     statement_timeout_ms: int = 10_000
     lock_timeout_ms: int = 2_000
     idle_in_transaction_timeout_ms: int = 60_000
+    transaction_pooler: bool = False
+    """The URL reaches PostgreSQL through a pooler in transaction mode (PgBouncer's
+    `pool_mode = transaction`), whose server sessions are shared: no statement is prepared,
+    no startup option is sent, and the transactions that lock set their own timeouts."""
+
+    def timeouts(self) -> tuple[str, str, str]:
+        """statement_timeout, lock_timeout, idle_in_transaction_session_timeout (ms)."""
+        return (
+            str(self.statement_timeout_ms),
+            str(self.lock_timeout_ms),
+            str(self.idle_in_transaction_timeout_ms),
+        )
+
+
+class PooledConnection(AsyncConnection[TupleRow]):
+    """A connection of the pool. Behind a transaction pooler it carries the timeouts its
+    transactions must set inside themselves: a session setting would stay on a server session
+    that other clients share next."""
+
+    local_timeouts: tuple[str, str, str] | None = None
+
+
+_SET_LOCAL_TIMEOUTS = (
+    "SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true),"
+    " set_config('idle_in_transaction_session_timeout', %s, true)"
+)
+
+
+def _local_timeouts(conn: Conn) -> tuple[str, str, str] | None:
+    return conn.local_timeouts if isinstance(conn, PooledConnection) else None
+
+
+async def execute_alone(
+    conn: Conn, statement: str, params: Sequence[Any] | Mapping[str, Any]
+) -> Cursor:
+    """`statement` as a transaction of its own on `conn` (in autocommit). Behind a
+    transaction pooler its timeouts are set first, in the same transaction: statements sent
+    together before one Sync are one implicit transaction, and take one round trip."""
+    local = _local_timeouts(conn)
+    if local is None:
+        return await conn.execute(statement, params)
+    async with conn.pipeline():
+        await conn.execute(_SET_LOCAL_TIMEOUTS, local)
+        cursor = await conn.execute(statement, params)
+    return cursor
+
+
+async def begin(conn: Conn, statement: str = "BEGIN") -> None:
+    """Open a transaction on `conn` (in autocommit); behind a transaction pooler with its
+    timeouts set inside it, in the same round trip."""
+    local = _local_timeouts(conn)
+    if local is None:
+        await conn.execute(statement)
+        return
+    async with conn.pipeline():
+        await conn.execute(statement)
+        await conn.execute(_SET_LOCAL_TIMEOUTS, local)
 
 
 def _log_notice(notice: Diagnostic) -> None:
@@ -39,35 +98,48 @@ def _log_notice(notice: Diagnostic) -> None:
         log.warning("%s", notice.message_primary)
 
 
-async def _configure(conn: Conn) -> None:
+async def _configure(limits: PoolLimits, conn: PooledConnection) -> None:
     conn.add_notice_handler(_log_notice)
     # Every write answers with a JSON outcome document: read with the quicker parser.
     set_json_loads(orjson.loads, conn)
+    if limits.transaction_pooler:
+        conn.local_timeouts = limits.timeouts()
+
+
+def _connection_options(limits: PoolLimits) -> dict[str, Any]:
+    """What each of the pool's connections is opened with."""
+    options: dict[str, Any] = {"application_name": "bank-graphql", "autocommit": True}
+    if limits.transaction_pooler:
+        # A statement prepared on one server session is unknown to the next (PgBouncer
+        # 1.18 does not track them), and PgBouncer refuses the `options` parameter.
+        return {**options, "prepare_threshold": None}
+    statement, lock, idle = limits.timeouts()
+    options["options"] = (
+        f"-c statement_timeout={statement} -c lock_timeout={lock}"
+        f" -c idle_in_transaction_session_timeout={idle}"
+    )
+    return options
 
 
 async def open_pool(database_url: str, limits: PoolLimits) -> AsyncConnectionPool[Conn]:
     """Open the pool and wait for its first connection, so a bad URL fails at start."""
-    options = (
-        f"-c statement_timeout={limits.statement_timeout_ms}"
-        f" -c lock_timeout={limits.lock_timeout_ms}"
-        f" -c idle_in_transaction_session_timeout={limits.idle_in_transaction_timeout_ms}"
-    )
-    pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
+    pool: AsyncConnectionPool[PooledConnection] = AsyncConnectionPool(
         database_url,
+        connection_class=PooledConnection,
         min_size=limits.min_size,
         max_size=limits.max_size,
         timeout=limits.pool_timeout_s,
         # Autocommit: writes open their transaction explicitly, reads open a snapshot.
-        kwargs={"options": options, "application_name": "bank-graphql", "autocommit": True},
+        kwargs=_connection_options(limits),
         # No `check`: psycopg_pool backs off for seconds after each dead connection it
         # checks. The ledger instead retries on another connection when one turns out dead
         # at first contact (see Ledger.snapshot and Ledger._in_transaction).
         open=False,
-        configure=_configure,
+        configure=partial(_configure, limits),
         name="bank-graphql",
     )
     await pool.open(wait=True, timeout=limits.pool_timeout_s)
-    return pool
+    return cast("AsyncConnectionPool[Conn]", pool)
 
 
 @asynccontextmanager

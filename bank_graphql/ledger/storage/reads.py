@@ -13,7 +13,7 @@ from bank_graphql.ledger.domain.clock import ClockMode
 from bank_graphql.ledger.domain.models import Account, Entry, EntryKind, Page, Payment, Spender
 from bank_graphql.ledger.storage.cashback import SweepLimits, any_due, settle_due
 from bank_graphql.ledger.storage.clock import read_now
-from bank_graphql.ledger.storage.database import Conn, reconnects_max
+from bank_graphql.ledger.storage.database import Conn, begin, reconnects_max
 from bank_graphql.ledger.storage.errors import translated
 from bank_graphql.ledger.storage.keyset import Keyset, PageRequest, Window
 
@@ -232,7 +232,7 @@ async def _settled_connection(
                 continue
             if due:
                 await settle_due(conn, now, sweep_limits)
-            await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            await begin(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         except BaseException:
             await pool.putconn(conn)
             raise

@@ -9,7 +9,7 @@ from psycopg.sql import SQL
 
 from bank_graphql.ledger.domain.models import Entry
 from bank_graphql.ledger.domain.rules import MAX_TIMESTAMP_MS
-from bank_graphql.ledger.storage.database import Conn
+from bank_graphql.ledger.storage.database import Conn, begin
 from bank_graphql.ledger.storage.reads import ENTRY_COLUMNS, ENTRY_ORDER, entry_from_row
 
 # Any account, open or merged: a merged account's own entries stay its own.
@@ -65,7 +65,7 @@ async def account_statement(
 ) -> AsyncIterator[Statement | None]:
     """The statement of `account_id` (None when no such account exists), read from one
     REPEATABLE READ, READ ONLY snapshot held until exit. `conn` is in autocommit mode."""
-    await conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    await begin(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
     try:
         # The snapshot lasts as long as its reader takes (a pipe into a pager, say).
         await conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
