@@ -138,3 +138,38 @@ def test_pgbouncer_mode_needs_both_urls(args: list[str], tmp_path: Path) -> None
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
     assert "--direct-database-url" in done.stderr
+
+
+NESTED = "{ accounts(first: 20) { nodes { id balance transactions(first: 5) { nodes { id } } } } }"
+
+
+@pytest.mark.parametrize(
+    ("lock", "query"),
+    [
+        # Blocks the cashback check a read makes before its snapshot, a statement of its own.
+        ("LOCK TABLE payments IN ACCESS EXCLUSIVE MODE", "{ accounts(first: 2) { nodes { id } } }"),
+        # Blocks reads inside the snapshot while sibling fields are still running on it.
+        ("LOCK TABLE entries IN ACCESS EXCLUSIVE MODE", NESTED),
+    ],
+)
+async def test_a_read_behind_a_held_lock_is_refused_in_time(
+    database_url: str, pgbouncer_port: int, serve: Serve, lock: str, query: str
+) -> None:
+    server = _serve_pooled(serve, database_url, pgbouncer_port, {"BANK_LOCK_TIMEOUT_MS": "200"})
+    bank = Bank(server)
+    for account in ACCOUNTS:
+        await bank.open(account, 100)
+    async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as holder:
+        await holder.execute("BEGIN")
+        await holder.execute(lock)
+        started = time.monotonic()
+        answer = asyncio.create_task(bank.http.post("/graphql", json={"query": query}))
+        done, _ = await asyncio.wait({answer}, timeout=20)
+        await holder.execute("ROLLBACK")
+    assert done, "the read waited for the lock"
+    response = await answer
+    assert response.status_code == 200, response.text
+    codes = [e["extensions"]["code"] for e in response.json()["errors"]]
+    assert set(codes) == {"DATABASE_BUSY"}, response.text
+    assert time.monotonic() - started < 10
+    await bank.aclose()

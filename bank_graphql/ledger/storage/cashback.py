@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 from bank_graphql.ledger.domain.clock import ClockMode
 from bank_graphql.ledger.storage import idempotency
 from bank_graphql.ledger.storage.clock import read_now
-from bank_graphql.ledger.storage.database import Conn, execute_alone, is_busy, is_unavailable
+from bank_graphql.ledger.storage.database import Conn, is_busy, is_unavailable
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ async def settle_due(conn: Conn, horizon: int, limits: SweepLimits) -> int:
 
 async def _settle_owners(conn: Conn, owners: list[str], horizon: int) -> None:
     """One statement, its own transaction: ledger_settle_accounts in the SQL."""
-    await execute_alone(conn, "SELECT ledger_settle_accounts(%s, %s)", (owners, horizon))
+    await conn.execute("SELECT ledger_settle_accounts(%s, %s)", (owners, horizon))
 
 
 async def _settle_alone(conn: Conn, owner: str, horizon: int) -> bool:

@@ -3,15 +3,17 @@
 The schema and its versions: storage/migrations.py."""
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar, cast
 
 import orjson
-from psycopg import AsyncConnection, AsyncCursor, Connection, errors, sql
+from psycopg import AsyncConnection, AsyncCursor, Connection, errors, pq, sql
+from psycopg.abc import Params
 from psycopg.errors import Diagnostic
 from psycopg.rows import TupleRow
 from psycopg.types.json import set_json_loads
@@ -47,49 +49,62 @@ class PoolLimits:
         )
 
 
-class PooledConnection(AsyncConnection[TupleRow]):
-    """A connection of the pool. Behind a transaction pooler it carries the timeouts its
-    transactions must set inside themselves: a session setting would stay on a server session
-    that other clients share next."""
-
-    local_timeouts: tuple[str, str, str] | None = None
-
-
 _SET_LOCAL_TIMEOUTS = (
     "SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true),"
     " set_config('idle_in_transaction_session_timeout', %s, true)"
 )
 
 
-def _local_timeouts(conn: Conn) -> tuple[str, str, str] | None:
-    return conn.local_timeouts if isinstance(conn, PooledConnection) else None
+class PooledConnection(AsyncConnection[TupleRow]):
+    """A connection of the pool. Behind a transaction pooler it carries the timeouts that
+    every transaction must set inside itself (a session setting would stay on a server
+    session that other clients get next): a statement run on its own is sent with them, in
+    one round trip, since statements sent before one Sync are one implicit transaction; a
+    transaction opened by `begin` sets them first thing."""
 
+    local_timeouts: tuple[str, str, str] | None = None
 
-async def execute_alone(
-    conn: Conn, statement: str, params: Sequence[Any] | Mapping[str, Any]
-) -> Cursor:
-    """`statement` as a transaction of its own on `conn` (in autocommit). Behind a
-    transaction pooler its timeouts are set first, in the same transaction: statements sent
-    together before one Sync are one implicit transaction, and take one round trip."""
-    local = _local_timeouts(conn)
-    if local is None:
-        return await conn.execute(statement, params)
-    async with conn.pipeline():
-        await conn.execute(_SET_LOCAL_TIMEOUTS, local)
-        cursor = await conn.execute(statement, params)
-    return cursor
+    # Narrower than psycopg's overloads: this code sends no template strings.
+    async def execute(  # type: ignore[override]
+        self,
+        query: str | bytes | sql.SQL | sql.Composed,
+        params: Params | None = None,
+        *,
+        prepare: bool | None = None,
+        binary: bool = False,
+    ) -> Cursor:
+        alone = (
+            self.local_timeouts is not None
+            and self.pgconn.pipeline_status == pq.PipelineStatus.OFF
+            and self.pgconn.transaction_status == pq.TransactionStatus.IDLE
+        )
+        if not alone:
+            return await super().execute(query, params, prepare=prepare, binary=binary)
+        async with self.pipeline():
+            await super().execute(_SET_LOCAL_TIMEOUTS, self.local_timeouts)
+            cursor = await super().execute(query, params, prepare=prepare, binary=binary)
+        return cursor
 
 
 async def begin(conn: Conn, statement: str = "BEGIN") -> None:
     """Open a transaction on `conn` (in autocommit); behind a transaction pooler with its
     timeouts set inside it, in the same round trip."""
-    local = _local_timeouts(conn)
-    if local is None:
+    if not (isinstance(conn, PooledConnection) and conn.local_timeouts is not None):
         await conn.execute(statement)
         return
     async with conn.pipeline():
         await conn.execute(statement)
-        await conn.execute(_SET_LOCAL_TIMEOUTS, local)
+        await conn.execute(_SET_LOCAL_TIMEOUTS, conn.local_timeouts)
+
+
+async def end_snapshot(conn: Conn) -> None:
+    """Roll back a read's transaction. A connection closed meanwhile (a read cancelled while
+    a sibling field failed closes it) has nothing to roll back: the pool replaces it, and
+    the error that ended the read is the one the caller hears."""
+    if conn.broken or conn.closed:
+        return
+    with contextlib.suppress(errors.OperationalError):
+        await conn.execute("ROLLBACK")
 
 
 def _log_notice(notice: Diagnostic) -> None:

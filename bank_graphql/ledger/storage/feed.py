@@ -6,7 +6,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from bank_graphql.ledger.domain.live import FeedItem, TransactionSnapshot
 from bank_graphql.ledger.domain.models import Entry
-from bank_graphql.ledger.storage.database import Conn, execute_alone
+from bank_graphql.ledger.storage.database import Conn
 from bank_graphql.ledger.storage.errors import translated
 from bank_graphql.ledger.storage.reads import entry_from_row
 
@@ -59,7 +59,7 @@ class FeedReads:
     async def sequence(self, rows_max: int) -> int:
         """Give positions to up to `rows_max` new entries (0 when another process is at it)."""
         async with self._pool.connection() as conn:
-            cursor = await execute_alone(conn, _SEQUENCE, (rows_max,))
+            cursor = await conn.execute(_SEQUENCE, (rows_max,))
             row = await cursor.fetchone()
             return 0 if row is None else int(row[0])
 

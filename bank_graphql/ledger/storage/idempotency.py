@@ -1,7 +1,7 @@
 """Pruning idempotency keys past their retention (claims and replays are the SQL's:
 ledger_claim)."""
 
-from bank_graphql.ledger.storage.database import Conn, execute_alone
+from bank_graphql.ledger.storage.database import Conn
 
 RETENTION_DAYS_MIN = 7
 
@@ -19,5 +19,5 @@ WHERE (principal, key) IN (
 async def prune(conn: Conn, retention_days: int, batch_max: int) -> int:
     """Delete up to `batch_max` keys older than `retention_days` (at least 7)."""
     days = max(retention_days, RETENTION_DAYS_MIN)
-    cursor = await execute_alone(conn, _PRUNE, {"days": days, "limit": batch_max})
+    cursor = await conn.execute(_PRUNE, {"days": days, "limit": batch_max})
     return cursor.rowcount

@@ -23,7 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from bank_graphql.ledger.domain.access import Principal, Role
 from bank_graphql.ledger.storage.credentials import key_hash, key_id_of, key_principal
-from bank_graphql.ledger.storage.database import Conn, execute_alone
+from bank_graphql.ledger.storage.database import Conn
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class KeyRing:
         times = [datetime.fromtimestamp(used[i], UTC) for i in ids]
         try:
             async with self._pool.connection() as conn:
-                await execute_alone(conn, _TOUCH, (ids, times))
+                await conn.execute(_TOUCH, (ids, times))
         except BaseException:
             for key_id, at in used.items():  # kept for the next write
                 self._used[key_id] = max(at, self._used.get(key_id, at))

@@ -13,7 +13,7 @@ from bank_graphql.ledger.domain.clock import ClockMode
 from bank_graphql.ledger.domain.models import Account, Entry, EntryKind, Page, Payment, Spender
 from bank_graphql.ledger.storage.cashback import SweepLimits, any_due, settle_due
 from bank_graphql.ledger.storage.clock import read_now
-from bank_graphql.ledger.storage.database import Conn, begin, reconnects_max
+from bank_graphql.ledger.storage.database import Conn, begin, end_snapshot, reconnects_max
 from bank_graphql.ledger.storage.errors import translated
 from bank_graphql.ledger.storage.keyset import Keyset, PageRequest, Window
 
@@ -254,7 +254,6 @@ async def settle_due_then_snapshot(
         yield Snapshot(conn, now, principal)
     finally:
         try:
-            if not conn.broken:
-                await conn.execute("ROLLBACK")
+            await end_snapshot(conn)
         finally:
             await pool.putconn(conn)

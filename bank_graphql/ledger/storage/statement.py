@@ -9,7 +9,7 @@ from psycopg.sql import SQL
 
 from bank_graphql.ledger.domain.models import Entry
 from bank_graphql.ledger.domain.rules import MAX_TIMESTAMP_MS
-from bank_graphql.ledger.storage.database import Conn, begin
+from bank_graphql.ledger.storage.database import Conn, begin, end_snapshot
 from bank_graphql.ledger.storage.reads import ENTRY_COLUMNS, ENTRY_ORDER, entry_from_row
 
 # Any account, open or merged: a merged account's own entries stay its own.
@@ -78,5 +78,4 @@ async def account_statement(
         counted = await cursor.fetchone()
         yield Statement(conn, account_id, period, int(counted[0]) if counted else 0)
     finally:
-        if not conn.broken:
-            await conn.execute("ROLLBACK")
+        await end_snapshot(conn)

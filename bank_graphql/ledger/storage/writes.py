@@ -20,7 +20,7 @@ from psycopg import errors, pq
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from bank_graphql.ledger.storage.database import Conn, execute_alone, reconnects_max
+from bank_graphql.ledger.storage.database import Conn, reconnects_max
 from bank_graphql.ledger.storage.errors import translated
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ async def call(
                         raise errors.OperationalError("no live connection to the database")
                     continue
                 sent = True
-                cursor = await execute_alone(conn, statement, params)
+                cursor = await conn.execute(statement, params)
                 row = await cursor.fetchone()
                 assert row is not None
                 return row[0]
