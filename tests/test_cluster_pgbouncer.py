@@ -173,3 +173,28 @@ async def test_a_read_behind_a_held_lock_is_refused_in_time(
     assert set(codes) == {"DATABASE_BUSY"}, response.text
     assert time.monotonic() - started < 10
     await bank.aclose()
+
+
+def _refusal(args: list[str], folder: Path) -> str:
+    done = subprocess.run(
+        [str(BIN), "serve", "--no-auth", "--pgbouncer", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=folder,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    return done.stderr
+
+
+def test_pgbouncer_mode_refuses_two_databases_or_an_unreachable_pooler(
+    database_url: str, server_url: str, pgbouncer_port: int, tmp_path: Path
+) -> None:
+    # The migration at start goes the direct way: it must not migrate another database.
+    other = through(pgbouncer_port, server_url)
+    stderr = _refusal(["--database-url", other, "--direct-database-url", database_url], tmp_path)
+    assert "not the same database" in stderr
+    unreachable = "postgresql://postgres@127.0.0.1:1/bank"
+    args = ["--database-url", unreachable, "--direct-database-url", database_url]
+    assert "cannot reach" in _refusal(args, tmp_path)

@@ -51,6 +51,7 @@ from bank_graphql.ledger.storage.credentials import (
 from bank_graphql.ledger.storage.database import (
     Conn,
     PoolLimits,
+    database_identity,
     ensure_database,
     one_connection,
     open_pool,
@@ -130,6 +131,7 @@ __all__ = [
     "create_first_admin_key",
     "credential_problem",
     "current_version",
+    "database_identity",
     "ensure_database",
     "latest_version",
     "list_api_keys",

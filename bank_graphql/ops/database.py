@@ -12,7 +12,9 @@ from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
-from bank_graphql.ledger import SchemaVersionError, migrate, require_current
+import psycopg
+
+from bank_graphql.ledger import SchemaVersionError, database_identity, migrate, require_current
 from bank_graphql.ops.settings_env import env_flag
 
 DATA_DIR_DEFAULT = ".bank-graphql-data"
@@ -76,8 +78,26 @@ def check_pooler_options(args: argparse.Namespace) -> None:
         refuse("serve", "--pgbouncer needs --database-url (the pooler) and --direct-database-url")
 
 
+def _check_same_database(pooled: str, direct: str) -> None:
+    """Both URLs must reach one database: the migration at start goes the direct way."""
+    try:
+        through_pooler = database_identity(pooled, pooled=True)
+        straight = database_identity(direct, pooled=False)
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        refuse("serve", f"cannot reach the database through both URLs: {reason}")
+    if through_pooler != straight:
+        refuse(
+            "serve",
+            f"--database-url reaches {through_pooler[0]!r} and --direct-database-url "
+            f"{straight[0]!r}: not the same database",
+        )
+
+
 def pooler_env(args: argparse.Namespace, database_url: str) -> tuple[str, dict[str, str]]:
     """The URL to migrate through (a session of its own), and what the workers read."""
+    if args.pgbouncer:
+        _check_same_database(database_url, args.direct_database_url)
     direct = args.direct_database_url or database_url
     return direct, {
         "BANK_PGBOUNCER": "1" if args.pgbouncer else "0",

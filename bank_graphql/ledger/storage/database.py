@@ -176,6 +176,16 @@ def ensure_database(server_url: str, name: str) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
+def database_identity(database_url: str, *, pooled: bool) -> tuple[str, str]:
+    """Which database `database_url` reaches: its name and its server's start time, the same
+    through a pooler as straight. Raises psycopg.Error when it cannot be reached."""
+    options: dict[str, Any] = {"prepare_threshold": None} if pooled else {}
+    with Connection.connect(database_url, autocommit=True, connect_timeout=10, **options) as conn:
+        row = conn.execute("SELECT current_database(), pg_postmaster_start_time()::text").fetchone()
+    assert row is not None
+    return str(row[0]), str(row[1])
+
+
 # Statement or lock timeouts and lost races: the database is up but could not finish in time.
 _BUSY = (
     errors.QueryCanceled,
