@@ -120,24 +120,29 @@ async def test_a_held_lock_times_out_behind_pgbouncer(
     await bank.aclose()
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ["--pgbouncer", "--database-url", "postgresql://127.0.0.1:1/bank"],
-        ["--pgbouncer", "--direct-database-url", "postgresql://127.0.0.1:1/bank"],
-    ],
-)
-def test_pgbouncer_mode_needs_both_urls(args: list[str], tmp_path: Path) -> None:
+def _refusal(args: list[str], folder: Path) -> str:
+    """What `serve --pgbouncer *args` says as it refuses to start (one line, exit 2)."""
     done = subprocess.run(
-        [str(BIN), "serve", "--no-auth", *args],
+        [str(BIN), "serve", "--no-auth", "--pgbouncer", *args],
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=tmp_path,
+        cwd=folder,
     )
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1, done.stderr
-    assert "--direct-database-url" in done.stderr
+    return done.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--database-url", "postgresql://127.0.0.1:1/bank"],
+        ["--direct-database-url", "postgresql://127.0.0.1:1/bank"],
+    ],
+)
+def test_pgbouncer_mode_needs_both_urls(args: list[str], tmp_path: Path) -> None:
+    assert "--direct-database-url" in _refusal(args, tmp_path)
 
 
 NESTED = "{ accounts(first: 20) { nodes { id balance transactions(first: 5) { nodes { id } } } } }"
@@ -173,19 +178,6 @@ async def test_a_read_behind_a_held_lock_is_refused_in_time(
     assert set(codes) == {"DATABASE_BUSY"}, response.text
     assert time.monotonic() - started < 10
     await bank.aclose()
-
-
-def _refusal(args: list[str], folder: Path) -> str:
-    done = subprocess.run(
-        [str(BIN), "serve", "--no-auth", "--pgbouncer", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=folder,
-    )
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.count("\n") == 1, done.stderr
-    return done.stderr
 
 
 def test_pgbouncer_mode_refuses_two_databases_or_an_unreachable_pooler(
