@@ -38,7 +38,7 @@ class PoolLimits:
     transaction_pooler: bool = False
     """The URL reaches PostgreSQL through a pooler in transaction mode (PgBouncer's
     `pool_mode = transaction`), whose server sessions are shared: no statement is prepared,
-    no startup option is sent, and the transactions that lock set their own timeouts."""
+    no startup option is sent, and every transaction sets its own timeouts inside itself."""
 
     def timeouts(self) -> tuple[str, str, str]:
         """statement_timeout, lock_timeout, idle_in_transaction_session_timeout (ms)."""
