@@ -2,7 +2,7 @@
 by httptools (the C parser uvicorn uses).
 
 The raw-SQL reference is driven by pgbench, a C client that costs PostgreSQL's machine
-little. aiohttp costs about 0.4 ms of CPU a request on the same cores, which the server
+little. aiohttp costs about 0.3-0.4 ms of CPU a request on the same cores, which the server
 then lacks; this client costs a fraction of that, so the ratio measures the server rather
 than the load generator. `--client aiohttp` keeps the old one for comparison.
 """
@@ -37,7 +37,8 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(exc)
+            # An OSError like any broken connection: the load counts it as a failure.
+            self._fail(ConnectionClosed(f"unreadable answer: {exc}"))
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -25,12 +25,16 @@ def _binary() -> str | None:
     found = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
     if found or os.geteuid() != 0:
         return found
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "timeout": 600}
-    subprocess.run(["apt-get", "update", "-qq"], check=False, **quiet)  # type: ignore[call-overload]
-    installed = subprocess.run(
-        ["apt-get", "install", "-y", "-qq", "pgbouncer"], check=False, **quiet
-    )  # type: ignore[call-overload]
-    return shutil.which("pgbouncer", path="/usr/sbin") if installed.returncode == 0 else None
+    _apt_get("update", "-qq")
+    installed = _apt_get("install", "-y", "-qq", "pgbouncer")
+    return shutil.which("pgbouncer", path="/usr/sbin") if installed == 0 else None
+
+
+def _apt_get(*args: str) -> int:
+    done = subprocess.run(
+        ["apt-get", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600
+    )
+    return done.returncode
 
 
 def pgbouncer_binary() -> str:
