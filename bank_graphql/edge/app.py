@@ -62,6 +62,7 @@ async def prometheus_metrics(request: Request) -> Response:
     metrics.POOL_WAITING.set(stats.get("requests_waiting", 0))
     metrics.SWEEPER_LAG.set(request.app.state.sweeper.lag_ms / 1000)
     metrics.SUBSCRIPTIONS_OPEN.set(request.app.state.ledger.live.subscribers)
+    metrics.SUBSCRIPTIONS_ENDED_TOO_SLOW.set(request.app.state.ledger.live.ended_too_slow)
     documents = request.app.state.schema.documents
     metrics.DOCUMENTS_PARSED.set(documents.parsed)
     metrics.DOCUMENTS_VALIDATED.set(documents.validated)

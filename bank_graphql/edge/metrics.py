@@ -42,6 +42,11 @@ SUBSCRIPTIONS_OPEN = Gauge(
     "Subscriptions open in this process (live feeds)",
     registry=REGISTRY,
 )
+SUBSCRIPTIONS_ENDED_TOO_SLOW = Gauge(
+    "bank_graphql_subscriptions_ended_too_slow",
+    "Subscriptions ended since this process started because their reader fell behind",
+    registry=REGISTRY,
+)
 DOCUMENTS_PARSED = Gauge(
     "bank_graphql_documents_parsed",
     "Documents parsed since this process started: a repeated document comes from the cache",

@@ -87,6 +87,8 @@ class LiveFeed:
         self._limits = limits
         self._position = 0
         """Every entry up to here has been offered to the subscribers registered then."""
+        self.ended_too_slow = 0
+        """Subscriptions this process has ended as SUBSCRIBER_TOO_SLOW."""
         self._all: set[_Subscriber] = set()
         self._by_account: dict[str, set[_Subscriber]] = {}
         self._wake = asyncio.Event()
@@ -140,6 +142,7 @@ class LiveFeed:
         for subscriber in laggards:
             if subscriber.behind():
                 subscriber.end_too_slow()
+                self.ended_too_slow += 1
 
     def _everyone(self) -> list[_Subscriber]:
         return [*self._all, *(s for group in self._by_account.values() for s in group)]
