@@ -44,6 +44,8 @@ class Context:
     """Set by a subscription: its operation runs until the client completes it or leaves."""
     ended: bool = False
     """Set when the client completed the operation before its subscription started."""
+    history: bool = False
+    """Set when the operation reads history, which a replica may serve."""
     _reads: _Reads | None = None
     _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -52,7 +54,7 @@ class Context:
         async with self._lock:
             if self._reads is None:
                 snapshot = await self._stack.enter_async_context(
-                    self.ledger.settle_due_then_snapshot(self.principal)
+                    self.ledger.settle_due_then_snapshot(self.principal, self.history)
                 )
                 self._reads = _open_reads(snapshot)
             return self._reads

@@ -18,7 +18,15 @@ import sys
 from dataclasses import dataclass
 
 from cachetools import LRUCache
-from graphql import DocumentNode, GraphQLError, GraphQLSchema, parse, validate
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    GraphQLError,
+    GraphQLSchema,
+    SelectionSetNode,
+    parse,
+    validate,
+)
 
 from bank_graphql.api.access import operations_of
 from bank_graphql.api.limits import Rule
@@ -39,6 +47,29 @@ def document_size_bytes(query: str, document: DocumentNode) -> int:
         tokens += 1
         token = token.next
     return sys.getsizeof(query) + tokens * _TREE_BYTES_PER_TOKEN
+
+
+_HISTORY_FIELDS = frozenset({"transactions", "payments"})
+
+
+def _selects_history(selection_set: SelectionSetNode | None) -> bool:
+    if selection_set is None:
+        return False
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode) and (
+            selection.name.value in _HISTORY_FIELDS
+            or any(argument.name.value == "at" for argument in selection.arguments or ())
+        ):
+            return True
+        if _selects_history(getattr(selection, "selection_set", None)):
+            return True
+    return False
+
+
+def reads_history(document: DocumentNode) -> bool:
+    """Does `document` read history: a page of entries or payments, or a value at an
+    instant (an `at` argument)? Such reads may go to a replica (Ledger.settle_due_then_snapshot)."""
+    return any(_selects_history(getattr(d, "selection_set", None)) for d in document.definitions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +99,14 @@ class Prepared:
     size_bytes: int
     errors: list[GraphQLError] | None = None  # validation's verdict, once known
     _operations: frozenset[Operation] | None = None
+    _history: bool | None = None
+
+    @property
+    def history(self) -> bool:
+        """Does the document read history (`reads_history`)?"""
+        if self._history is None:
+            self._history = reads_history(self.document)
+        return self._history
 
     @property
     def operations(self) -> frozenset[Operation]:

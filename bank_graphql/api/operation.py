@@ -195,6 +195,7 @@ class OperationRunner:
         refused = request_errors(prepared, operation_name, context)
         if refused:
             return ExecutionResult(None, refused)
+        context.history = prepared.history
         rules = self._execution.rules
         result = execute(
             rules.schema,

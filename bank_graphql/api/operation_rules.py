@@ -54,6 +54,7 @@ class OperationRules(SchemaExtension):
         if self._prepared is not None and isinstance(request, Context):
             name = getattr(context, "_provided_operation_name", None)
             context.pre_execution_errors = request_errors(self._prepared, name, request)
+            request.history = self._prepared.history
         yield
 
     def _observe(self, started: float, raised: list[GraphQLError] | None = None) -> None:

@@ -37,7 +37,15 @@ from bank_graphql.edge.media_types import response_media_type
 from bank_graphql.edge.observability import record_operation
 from bank_graphql.edge.playground import playground_routes
 from bank_graphql.edge.settings import Settings, settings_from_env
-from bank_graphql.ledger import KeyRing, Ledger, LiveFeed, Operation, Sweeper, open_pool
+from bank_graphql.ledger import (
+    KeyRing,
+    Ledger,
+    LiveFeed,
+    Operation,
+    Replica,
+    Sweeper,
+    open_pool,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +71,10 @@ async def prometheus_metrics(request: Request) -> Response:
     metrics.SWEEPER_LAG.set(request.app.state.sweeper.lag_ms / 1000)
     metrics.SUBSCRIPTIONS_OPEN.set(request.app.state.ledger.live.subscribers)
     metrics.SUBSCRIPTIONS_ENDED_TOO_SLOW.set(request.app.state.ledger.live.ended_too_slow)
+    replica = request.app.state.ledger.replica
+    if replica is not None:
+        metrics.REPLICA_READS.set(replica.reads)
+        metrics.REPLICA_FALLBACKS.set(replica.fallbacks)
     documents = request.app.state.schema.documents
     metrics.DOCUMENTS_PARSED.set(documents.parsed)
     metrics.DOCUMENTS_VALIDATED.set(documents.validated)
@@ -122,6 +134,21 @@ def _middleware(settings: Settings) -> list[Middleware]:
     return middleware
 
 
+async def _open_replica(settings: Settings) -> Replica | None:
+    if settings.read_database_url is None:
+        return None
+    pool = await open_pool(settings.read_database_url, settings.pool)
+    return Replica(pool, settings.replica)
+
+
+async def _close_pools(ledger: Ledger) -> None:
+    try:
+        if ledger.replica is not None:
+            await ledger.replica.pool.close()
+    finally:
+        await ledger.pool.close()
+
+
 def create_app(settings: Settings) -> "GraphQLFirst":
     endpoint = GraphQLEndpoint(
         build_schema(settings.queries, record_operation, trusted_documents(settings)),
@@ -134,7 +161,13 @@ def create_app(settings: Settings) -> "GraphQLFirst":
         pool = await open_pool(settings.database_url, settings.pool)
         sweeper = Sweeper(pool, settings.clock, settings.sweeper)
         live = LiveFeed(pool, settings.direct_database_url or settings.database_url, settings.live)
-        app.state.ledger = Ledger(pool, settings.clock, settings.writes, settings.sweeper, live)
+        try:
+            replica = await _open_replica(settings)
+        except BaseException:
+            await pool.close()
+            raise
+        ledger = Ledger(pool, settings.clock, settings.writes, settings.sweeper, live, replica)
+        app.state.ledger = ledger
         app.state.sweeper = sweeper
         app.state.schema = endpoint.bank_schema
         key_ring = KeyRing(pool, settings.key_ring) if settings.auth else None
@@ -146,7 +179,7 @@ def create_app(settings: Settings) -> "GraphQLFirst":
         except BaseException:
             if key_ring is not None:
                 await key_ring.stop()
-            await pool.close()
+            await _close_pools(ledger)
             raise
         if settings.sweeper_enabled:
             sweeper.start()
@@ -157,7 +190,7 @@ def create_app(settings: Settings) -> "GraphQLFirst":
             await live.stop()
             if key_ring is not None:
                 await key_ring.stop()
-            await pool.close()
+            await _close_pools(ledger)
 
     middleware = _middleware(settings)
     app = Starlette(

@@ -47,6 +47,16 @@ SUBSCRIPTIONS_ENDED_TOO_SLOW = Gauge(
     "Subscriptions ended since this process started because their reader fell behind",
     registry=REGISTRY,
 )
+REPLICA_READS = Gauge(
+    "bank_graphql_replica_reads",
+    "Reads of history the replica served since this process started",
+    registry=REGISTRY,
+)
+REPLICA_FALLBACKS = Gauge(
+    "bank_graphql_replica_fallbacks",
+    "Reads of history that went to the primary: the replica lagged past its limit or failed",
+    registry=REGISTRY,
+)
 DOCUMENTS_PARSED = Gauge(
     "bank_graphql_documents_parsed",
     "Documents parsed since this process started: a repeated document comes from the cache",

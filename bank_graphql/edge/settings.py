@@ -14,6 +14,7 @@ from bank_graphql.ledger import (
     KeyRingLimits,
     LiveLimits,
     PoolLimits,
+    ReplicaLimits,
     SweepLimits,
     WriteLimits,
 )
@@ -46,6 +47,9 @@ class Settings:
     direct_database_url: str | None = None
     """Straight to PostgreSQL when `database_url` is a pooler in transaction mode: the live
     feeds' LISTEN needs a session of its own."""
+    read_database_url: str | None = None
+    """A streaming replica of the database, for reads of history once it has caught up."""
+    replica: ReplicaLimits = field(default_factory=ReplicaLimits)
     clock: ClockMode = ClockMode.SYSTEM
     pool: PoolLimits = field(default_factory=PoolLimits)
     writes: WriteLimits = field(default_factory=WriteLimits)
@@ -129,6 +133,8 @@ def settings_from_env(environ: Mapping[str, str] = os.environ) -> Settings:
     return Settings(
         database_url=database_url,
         direct_database_url=environ.get("BANK_DIRECT_DATABASE_URL") or None,
+        read_database_url=environ.get("BANK_READ_DATABASE_URL") or None,
+        replica=ReplicaLimits(integer("BANK_REPLICA_LAG_MAX_MS", ReplicaLimits().lag_max_ms)),
         clock=ClockMode(get("BANK_CLOCK", ClockMode.SYSTEM.value)),
         pool=PoolLimits(
             min_size=integer("BANK_POOL_MIN_SIZE", pool.min_size),

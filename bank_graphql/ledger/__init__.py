@@ -72,6 +72,12 @@ from bank_graphql.ledger.storage.migrations import (
     require_current,
 )
 from bank_graphql.ledger.storage.reads import Snapshot
+from bank_graphql.ledger.storage.replica import (
+    Replica,
+    ReplicaLimits,
+    primary_position,
+    replayed_within,
+)
 from bank_graphql.ledger.storage.statement import Statement, StatementPeriod, account_statement
 
 __all__ = [
@@ -108,6 +114,8 @@ __all__ = [
     "Principal",
     "Refusal",
     "RefusalCode",
+    "Replica",
+    "ReplicaLimits",
     "Role",
     "SchemaVersionError",
     "Snapshot",
@@ -139,7 +147,9 @@ __all__ = [
     "one_connection",
     "open_pool",
     "pending",
+    "primary_position",
     "principal_problem",
+    "replayed_within",
     "require_current",
     "revoke_api_key",
     "setting_names",

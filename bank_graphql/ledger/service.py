@@ -25,6 +25,7 @@ from bank_graphql.ledger.storage.cashback import SweepLimits
 from bank_graphql.ledger.storage.database import Conn, ping
 from bank_graphql.ledger.storage.live import LiveFeed
 from bank_graphql.ledger.storage.reads import Snapshot, settle_due_then_snapshot
+from bank_graphql.ledger.storage.replica import Replica
 from bank_graphql.ledger.storage.writes import BatchAborted, RetryLimits, jsonb
 
 _CREATE_ACCOUNT = "SELECT ledger_create_account(%s, %s, %s, %s, %s, %s)"
@@ -56,8 +57,11 @@ class Ledger:
         limits: WriteLimits | None = None,
         sweep_limits: SweepLimits | None = None,
         live: LiveFeed | None = None,
+        replica: Replica | None = None,
     ) -> None:
         self.pool = pool
+        self.replica = replica
+        """Where history reads go once it has caught up (storage/replica.py)."""
         self._live = live
         self.clock = clock
         self._limits = limits or WriteLimits()
@@ -76,11 +80,16 @@ class Ledger:
         return await ping(self.pool, timeout_s)
 
     def settle_due_then_snapshot(
-        self, principal: Principal
+        self, principal: Principal, history: bool = False
     ) -> AbstractAsyncContextManager[Snapshot]:
         """Credit every cashback due by now (a write), then hold one read-only snapshot of
-        what exists for `principal`."""
-        return settle_due_then_snapshot(self.pool, self.clock, self.sweep_limits, principal)
+        what exists for `principal`. A read of `history` (pages of entries or payments, a
+        balance or status at an instant) takes it on the replica, when there is one and it
+        has caught up."""
+        replica = self.replica if history else None
+        return settle_due_then_snapshot(
+            self.pool, self.clock, self.sweep_limits, principal, replica
+        )
 
     async def create_account(
         self,

@@ -7,18 +7,27 @@ import csv
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
 
-from bank_graphql.ledger import Entry, StatementPeriod, account_statement, one_connection
+from bank_graphql.ledger import (
+    Conn,
+    Entry,
+    StatementPeriod,
+    account_statement,
+    one_connection,
+    primary_position,
+    replayed_within,
+)
 from bank_graphql.ledger.domain.rules import MAX_TIMESTAMP_MS, payment_id
 from bank_graphql.ops.database import add_database_options, database, one_line_errors, refuse
 from bank_graphql.ops.progress import progress
+from bank_graphql.ops.replica import add_replica_options
 
 COLUMNS = (
     "id",
@@ -52,6 +61,7 @@ def add_export_command(commands: "argparse._SubParsersAction[argparse.ArgumentPa
     )
     one_line_errors(export)
     add_database_options(export)
+    add_replica_options(export)
     export.add_argument("--account", required=True, metavar="ID", help="the account's id")
     export.add_argument(
         "--from",
@@ -144,10 +154,26 @@ class _Writer:
             self._csv.writerow(["" if row[c] is None else row[c] for c in COLUMNS])
 
 
+@asynccontextmanager
+async def _reading(url: str, args: argparse.Namespace) -> AsyncIterator[Conn]:
+    """The primary, or the replica once it has replayed what the primary had written."""
+    async with one_connection(url) as primary:
+        if not args.read_database_url:
+            yield primary
+            return
+        position = await primary_position(primary)
+        async with one_connection(args.read_database_url) as replica:
+            if await replayed_within(replica, position, args.replica_lag_max_ms / 1000):
+                yield replica
+                return
+        sys.stderr.write("export: the replica lags behind; reading the primary\n")
+        yield primary
+
+
 async def _export(url: str, args: argparse.Namespace, out: TextIO) -> None:
     period = StatementPeriod(args.since, args.until)
     async with (
-        one_connection(url) as conn,
+        _reading(url, args) as conn,
         account_statement(conn, args.account, period) as statement,
     ):
         if statement is None:

@@ -36,6 +36,7 @@ from bank_graphql.ops.database import (
     refuse,
 )
 from bank_graphql.ops.documents import add_trusted_options, trusted_env
+from bank_graphql.ops.replica import add_replica_options, replica_env
 from bank_graphql.ops.settings_env import env, env_flag
 
 # Open files a worker needs besides its client connections: its pool, listening socket,
@@ -67,6 +68,7 @@ def _add_serve_options(serve: argparse.ArgumentParser) -> None:
     )
     add_database_options(serve)
     add_pooler_options(serve)
+    add_replica_options(serve)
     serve.add_argument(
         "--clock",
         choices=[m.value for m in ClockMode],
@@ -237,6 +239,7 @@ def serve(args: argparse.Namespace) -> None:
             except EmbeddedPostgresError as exc:
                 refuse("serve", exc)
         direct_url, pooler = pooler_env(args, database_url)
+        pooler.update(replica_env(args, direct_url))
         _bring_schema_up_to_date(direct_url, migrating=not args.no_migrate)
         admin_key = None if args.no_auth else create_admin_key_if_none(direct_url)
         os.environ.update(

@@ -16,6 +16,7 @@ from bank_graphql.ledger.storage.clock import read_now
 from bank_graphql.ledger.storage.database import Conn, begin, end_snapshot, reconnects_max
 from bank_graphql.ledger.storage.errors import translated
 from bank_graphql.ledger.storage.keyset import Keyset, PageRequest, Window
+from bank_graphql.ledger.storage.replica import Replica, primary_position
 
 _BIGINT_MAX = 2**63 - 1
 # Account ids are ASCII (the accounts table checks it) and sort by bytes: "\x7f" is above them all.
@@ -211,12 +212,15 @@ class Snapshot:
         return [Spender(account_id=r[0], outgoing=r[1]) for r in await cursor.fetchall()]
 
 
+_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
+
+
 @translated
 async def _settled_connection(
     pool: AsyncConnectionPool[Conn], clock: ClockMode, sweep_limits: SweepLimits
 ) -> tuple[Conn, int]:
-    """A connection of the pool holding a new read-only snapshot, taken after crediting
-    every cashback due by now (in transactions of its own); and that now."""
+    """An idle connection of the pool, taken after crediting every cashback due by now (in
+    transactions of its own); and that now."""
     for attempt in range(reconnects_max(pool)):
         conn = await pool.getconn()
         try:
@@ -232,12 +236,30 @@ async def _settled_connection(
                 continue
             if due:
                 await settle_due(conn, now, sweep_limits)
-            await begin(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         except BaseException:
             await pool.putconn(conn)
             raise
         return conn, now
     raise AssertionError("unreachable: the last attempt raises")
+
+
+@translated
+async def _snapshot_on(
+    conn: Conn, pool: AsyncConnectionPool[Conn], replica: Replica | None
+) -> tuple[Conn, AsyncConnectionPool[Conn]]:
+    """A read-only snapshot on the replica when one is given and has caught up with the
+    primary behind `conn` (which goes back to `pool`), else on `conn`; and its pool."""
+    try:
+        if replica is not None and replica.in_use():
+            on_replica = await replica.snapshot_at(await primary_position(conn), _SNAPSHOT)
+            if on_replica is not None:
+                await pool.putconn(conn)
+                return on_replica, replica.pool
+        await begin(conn, _SNAPSHOT)
+    except BaseException:
+        await pool.putconn(conn)
+        raise
+    return conn, pool
 
 
 @asynccontextmanager
@@ -246,14 +268,17 @@ async def settle_due_then_snapshot(
     clock: ClockMode,
     sweep_limits: SweepLimits,
     principal: Principal,
+    replica: Replica | None = None,
 ) -> AsyncIterator[Snapshot]:
     """Credit every cashback due by now (a write, in transactions of its own), then hold one
-    read-only snapshot of what exists for `principal` until exit."""
-    conn, now = await _settled_connection(pool, clock, sweep_limits)
+    read-only snapshot of what exists for `principal` until exit: on `replica` when it has
+    caught up with the primary (storage/replica.py)."""
+    primary, now = await _settled_connection(pool, clock, sweep_limits)
+    conn, owner = await _snapshot_on(primary, pool, replica)
     try:
         yield Snapshot(conn, now, principal)
     finally:
         try:
             await end_snapshot(conn)
         finally:
-            await pool.putconn(conn)
+            await owner.putconn(conn)

@@ -1,0 +1,167 @@
+"""A streaming replica (deploy/replica.sh: pg_basebackup, then streaming replication) behind
+`serve --read-database-url`: reads of history go there once it has replayed every write the
+primary had acknowledged, so no client ever reads its own write as missing, through any
+process; while it lags past the limit they go to the primary; `export` follows the same
+rule; a URL that is not a replica of the primary's database is refused at start."""
+
+import asyncio
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from bank_graphql.ledger import audit_books
+from tests.deploy import replica_pair
+from tests.live_client import Bank
+from tests.servers import BIN, Serve, Server
+from tests.test_export import command
+from tests.test_websocket import counter
+
+pytestmark = pytest.mark.cluster
+
+LAG_MAX_MS = 300
+HISTORY = """
+query($id: ID!, $at: Timestamp!) {
+  account(id: $id) { balance(at: $at) transactions(last: 1) { nodes { id } } }
+}
+"""
+REPLICA_READS = "bank_graphql_replica_reads"
+FALLBACKS = "bank_graphql_replica_fallbacks"
+
+
+@dataclass(frozen=True)
+class Pair:
+    primary: str
+    standby: str
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    with replica_pair(tmp_path_factory.mktemp("replica")) as (primary, standby):
+        yield Pair(primary, standby)
+
+
+def _servers(serve: Serve, pair: Pair, count: int) -> list[Server]:
+    args = ["--database-url", pair.primary, "--read-database-url", pair.standby]
+    return [serve(*args, "--replica-lag-max-ms", str(LAG_MAX_MS)) for _ in range(count)]
+
+
+async def _last_entry(bank: Bank, account: str, at: int) -> tuple[int, str]:
+    """The balance of `account` at `at`, and the id of its latest entry, read as history."""
+    found = (await bank.post(HISTORY, {"id": account, "at": at}))["data"]["account"]
+    return found["balance"], found["transactions"]["nodes"][-1]["id"]
+
+
+def _replay(pair: Pair, on: bool) -> None:
+    with psycopg.connect(pair.standby, autocommit=True) as db:
+        db.execute("SELECT pg_wal_replay_resume()" if on else "SELECT pg_wal_replay_pause()")
+
+
+async def test_a_write_is_never_read_as_missing_from_any_process(serve: Serve, pair: Pair) -> None:
+    writer, reader = (Bank(s) for s in _servers(serve, pair, 2))
+    await writer.open("ryw-a", 1_000_000)
+    await writer.open("ryw-b")
+    for n in range(40):
+        # Written through one process, read at once through the other, and back.
+        source, sink = (writer, reader) if n % 2 == 0 else (reader, writer)
+        entry = await source.transfer("ryw-a", "ryw-b", 1)
+        balance, last = await _last_entry(sink, "ryw-a", entry["timestamp"])
+        assert last == entry["id"], f"write {n} read as missing"
+        assert balance == entry["balanceAfter"]
+    for bank in (writer, reader):
+        await bank.aclose()
+
+
+async def test_history_reads_use_the_replica_and_fall_back_while_it_lags(
+    serve: Serve, pair: Pair
+) -> None:
+    (server,) = _servers(serve, pair, 1)
+    bank = Bank(server)
+    await bank.open("lag-a", 1_000)
+    await bank.open("lag-b")
+    entry = await bank.transfer("lag-a", "lag-b", 1)
+    assert (await _last_entry(bank, "lag-a", entry["timestamp"]))[1] == entry["id"]
+    assert counter(server, REPLICA_READS) >= 1
+    assert counter(server, FALLBACKS) == 0
+
+    _replay(pair, on=False)
+    try:
+        entry = await bank.transfer("lag-a", "lag-b", 1)
+        # The replica stands still: the read goes to the primary, and sees the write.
+        assert (await _last_entry(bank, "lag-a", entry["timestamp"]))[1] == entry["id"]
+        assert counter(server, FALLBACKS) >= 1
+    finally:
+        _replay(pair, on=True)
+    await asyncio.sleep(1.5)  # past the time reads go straight to the primary
+    served = counter(server, REPLICA_READS)
+    entry = await bank.transfer("lag-a", "lag-b", 1)
+    assert (await _last_entry(bank, "lag-a", entry["timestamp"]))[1] == entry["id"]
+    assert counter(server, REPLICA_READS) == served + 1
+    async with await psycopg.AsyncConnection.connect(pair.primary) as db:
+        assert await audit_books(db) == []
+    await bank.aclose()
+
+
+async def test_export_reads_the_replica_once_it_has_caught_up(
+    serve: Serve, pair: Pair, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (server,) = _servers(serve, pair, 1)
+    bank = Bank(server)
+    await bank.open("exp-a", 500)
+    base = ["export", "--database-url", pair.primary, "--account", "exp-a", "--format", "jsonl"]
+    replica = ["--read-database-url", pair.standby, "--replica-lag-max-ms", str(LAG_MAX_MS)]
+    _replay(pair, on=False)
+    try:
+        entry = await bank.deposit("exp-a", 7)
+        status, out, err = await command([*base, *replica], capsys)
+        assert status == 0, err
+        assert "replica lags" in err
+        assert out.splitlines()[-1].startswith(f'{{"id":"{entry["id"]}"')
+    finally:
+        _replay(pair, on=True)
+    entry = await bank.deposit("exp-a", 8)
+    status, out, err = await command([*base, *replica], capsys)
+    assert (status, err) == (0, "")
+    assert [_id(line) for line in out.splitlines()][-2:] == [str(int(entry["id"]) - 1), entry["id"]]
+    await bank.aclose()
+
+
+def _id(line: str) -> Any:
+    return line.split('"id":"')[1].split('"')[0]
+
+
+def _refusal(args: list[str], folder: Path) -> str:
+    """What `serve *args` says as it refuses to start (one line, exit 2)."""
+    done = subprocess.run(
+        [str(BIN), "serve", "--no-auth", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=folder,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    return done.stderr
+
+
+def test_a_read_url_that_is_no_replica_of_the_database_is_refused(
+    pair: Pair, database_url: str, tmp_path: Path
+) -> None:
+    other_cluster = ["--database-url", pair.primary, "--read-database-url", database_url]
+    assert "not a replica" in _refusal(other_cluster, tmp_path)
+    other_database = pair.standby.rsplit("/", 1)[0] + "/template1"
+    stderr = _refusal(
+        ["--database-url", pair.primary, "--read-database-url", other_database], tmp_path
+    )
+    assert "'template1'" in stderr
+    unreachable = [
+        "--database-url",
+        pair.primary,
+        "--read-database-url",
+        "postgresql://127.0.0.1:1/x",
+    ]
+    assert "cannot reach --read-database-url" in _refusal(unreachable, tmp_path)
