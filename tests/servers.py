@@ -122,3 +122,18 @@ def running(*args: str, log: Path, healthy_s: float = 60, auth: bool = False) ->
         yield server
     finally:
         server.stop()
+
+
+def serve_refusal(args: list[str], folder: Path) -> str:
+    """What `bank-graphql serve --no-auth *args` says as it refuses to start: one line, and
+    exit status 2."""
+    done = subprocess.run(
+        [str(BIN), "serve", "--no-auth", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=folder,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    return done.stderr

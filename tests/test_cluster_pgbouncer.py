@@ -4,7 +4,6 @@ each transaction and never left on a shared server session, and the live feed LI
 the direct URL."""
 
 import asyncio
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ import pytest
 from bank_graphql.ledger import audit_books
 from tests.live_client import LEDGER_FEED, Bank, Socket, entry_ids, until
 from tests.pgbouncer import running_pgbouncer, through
-from tests.servers import BIN, Serve, Server
+from tests.servers import Serve, Server, serve_refusal
 
 pytestmark = pytest.mark.cluster
 
@@ -121,17 +120,7 @@ async def test_a_held_lock_times_out_behind_pgbouncer(
 
 
 def _refusal(args: list[str], folder: Path) -> str:
-    """What `serve --pgbouncer *args` says as it refuses to start (one line, exit 2)."""
-    done = subprocess.run(
-        [str(BIN), "serve", "--no-auth", "--pgbouncer", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=folder,
-    )
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.count("\n") == 1, done.stderr
-    return done.stderr
+    return serve_refusal(["--pgbouncer", *args], folder)
 
 
 @pytest.mark.parametrize(
@@ -190,3 +179,13 @@ def test_pgbouncer_mode_refuses_two_databases_or_an_unreachable_pooler(
     unreachable = "postgresql://postgres@127.0.0.1:1/bank"
     args = ["--database-url", unreachable, "--direct-database-url", database_url]
     assert "cannot reach" in _refusal(args, tmp_path)
+
+
+def test_a_pooler_url_is_told_apart_from_postgresql(
+    database_url: str, pgbouncer_port: int, tmp_path: Path
+) -> None:
+    pooled = through(pgbouncer_port, database_url)
+    stderr = serve_refusal(["--database-url", pooled], tmp_path)
+    assert "--pgbouncer" in stderr, stderr
+    stderr = _refusal(["--database-url", pooled, "--direct-database-url", pooled], tmp_path)
+    assert "--direct-database-url is a pooler" in stderr, stderr

@@ -5,7 +5,6 @@ process; while it lags past the limit they go to the primary; `export` follows t
 rule; a URL that is not a replica of the primary's database is refused at start."""
 
 import asyncio
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from bank_graphql.ledger import audit_books
 from tests.deploy import replica_pair
 from tests.live_client import Bank
-from tests.servers import BIN, Serve, Server
+from tests.servers import Serve, Server, serve_refusal
 from tests.test_export import command
 from tests.test_websocket import counter
 
@@ -134,27 +133,13 @@ def _id(line: str) -> Any:
     return line.split('"id":"')[1].split('"')[0]
 
 
-def _refusal(args: list[str], folder: Path) -> str:
-    """What `serve *args` says as it refuses to start (one line, exit 2)."""
-    done = subprocess.run(
-        [str(BIN), "serve", "--no-auth", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=folder,
-    )
-    assert done.returncode == 2, done.stderr
-    assert done.stderr.count("\n") == 1, done.stderr
-    return done.stderr
-
-
 def test_a_read_url_that_is_no_replica_of_the_database_is_refused(
     pair: Pair, database_url: str, tmp_path: Path
 ) -> None:
     other_cluster = ["--database-url", pair.primary, "--read-database-url", database_url]
-    assert "not a replica" in _refusal(other_cluster, tmp_path)
+    assert "not a replica" in serve_refusal(other_cluster, tmp_path)
     other_database = pair.standby.rsplit("/", 1)[0] + "/template1"
-    stderr = _refusal(
+    stderr = serve_refusal(
         ["--database-url", pair.primary, "--read-database-url", other_database], tmp_path
     )
     assert "'template1'" in stderr
@@ -164,4 +149,4 @@ def test_a_read_url_that_is_no_replica_of_the_database_is_refused(
         "--read-database-url",
         "postgresql://127.0.0.1:1/x",
     ]
-    assert "cannot reach --read-database-url" in _refusal(unreachable, tmp_path)
+    assert "cannot reach --read-database-url" in serve_refusal(unreachable, tmp_path)

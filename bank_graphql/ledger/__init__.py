@@ -51,6 +51,7 @@ from bank_graphql.ledger.storage.credentials import (
 from bank_graphql.ledger.storage.database import (
     Conn,
     PoolLimits,
+    check_connects,
     database_identity,
     ensure_database,
     one_connection,
@@ -134,6 +135,7 @@ __all__ = [
     "audit_books",
     "audit_database",
     "audit_rules",
+    "check_connects",
     "count_api_keys",
     "create_api_key",
     "create_first_admin_key",

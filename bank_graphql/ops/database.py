@@ -14,7 +14,14 @@ from typing import NoReturn
 
 import psycopg
 
-from bank_graphql.ledger import SchemaVersionError, database_identity, migrate, require_current
+from bank_graphql.ledger import (
+    PoolLimits,
+    SchemaVersionError,
+    check_connects,
+    database_identity,
+    migrate,
+    require_current,
+)
 from bank_graphql.ops.settings_env import env_flag
 
 DATA_DIR_DEFAULT = ".bank-graphql-data"
@@ -78,14 +85,40 @@ def check_pooler_options(args: argparse.Namespace) -> None:
         refuse("serve", "--pgbouncer needs --database-url (the pooler) and --direct-database-url")
 
 
+# What PgBouncer answers to a startup parameter PostgreSQL takes: how a pooler is told apart.
+_POOLER_REFUSAL = "unsupported startup parameter"
+
+
+def _first_line(exc: psycopg.Error) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _check_connects(url: str, pooled: bool, which: str) -> None:
+    """One connection opened as the pool opens them: a pooler in transaction mode named as
+    PostgreSQL (it refuses the `options` the timeouts travel in) is told so in one line."""
+    try:
+        check_connects(url, PoolLimits(transaction_pooler=pooled))
+    except psycopg.Error as exc:
+        reason = _first_line(exc)
+        if _POOLER_REFUSAL not in reason:
+            refuse("serve", f"cannot reach the database through {which}: {reason}")
+        if which == "--database-url":
+            refuse(
+                "serve",
+                f"{which} is a pooler ({reason}): add --pgbouncer and "
+                "--direct-database-url, a URL straight to PostgreSQL",
+            )
+        refuse("serve", f"{which} is a pooler ({reason}): it must reach PostgreSQL itself")
+
+
 def _check_same_database(pooled: str, direct: str) -> None:
     """Both URLs must reach one database: the migration at start goes the direct way."""
+    _check_connects(direct, False, "--direct-database-url")
     try:
         through_pooler = database_identity(pooled, pooled=True)
         straight = database_identity(direct, pooled=False)
     except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        refuse("serve", f"cannot reach the database through both URLs: {reason}")
+        refuse("serve", f"cannot reach the database through both URLs: {_first_line(exc)}")
     if through_pooler != straight:
         refuse(
             "serve",
@@ -95,9 +128,12 @@ def _check_same_database(pooled: str, direct: str) -> None:
 
 
 def pooler_env(args: argparse.Namespace, database_url: str) -> tuple[str, dict[str, str]]:
-    """The URL to migrate through (a session of its own), and what the workers read."""
+    """The URL to migrate through (a session of its own), and what the workers read; both
+    URLs checked first."""
     if args.pgbouncer:
         _check_same_database(database_url, args.direct_database_url)
+    else:
+        _check_connects(database_url, False, "--database-url")
     direct = args.direct_database_url or database_url
     return direct, {
         "BANK_PGBOUNCER": "1" if args.pgbouncer else "0",

@@ -176,6 +176,13 @@ def ensure_database(server_url: str, name: str) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
+def check_connects(database_url: str, limits: PoolLimits) -> None:
+    """Open and close one connection as the pool would open it; raises psycopg.Error, as the
+    server at `database_url` refuses it, when it cannot."""
+    with Connection.connect(database_url, connect_timeout=10, **_connection_options(limits)):
+        pass
+
+
 def database_identity(database_url: str, *, pooled: bool) -> tuple[str, str]:
     """Which database `database_url` reaches: its name and its server's start time, the same
     through a pooler as straight. Raises psycopg.Error when it cannot be reached."""
