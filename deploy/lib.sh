@@ -6,6 +6,9 @@
 
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 RUN_USER=${RUN_USER:-postgres}
+# The system's Python when there is one: a version manager's shim costs a fraction of a
+# second per call, and the scripts call it in loops.
+PYTHON=${PYTHON:-$(command -v /usr/bin/python3 || command -v python3)}
 
 say() { printf '%s: %s\n' "${0##*/}" "$*"; }
 die() {
@@ -24,7 +27,7 @@ as_pg() {
 
 # A free TCP port on 127.0.0.1.
 free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 # The folder of the running services of DIR, made on first use; prints its path.
@@ -46,13 +49,24 @@ run_dir() {
     readlink -f "$dir/run"
 }
 
-# Forget DIR's run folder when it lives outside DIR (its data goes with it).
+# Forget DIR's run folder when it lives outside DIR (its data goes with it, its logs are kept
+# in DIR/logs).
 drop_side_run_dir() {
-    local dir=$1
+    local dir=$1 run
     if [ -L "$dir/run" ]; then
-        rm -rf -- "$(readlink -f "$dir/run")"
+        run=$(readlink -f "$dir/run")
+        mkdir -p "$dir/logs"
+        cp -- "$run"/*.log "$dir/logs/" 2>/dev/null || true
+        rm -rf -- "$run"
+        say "logs kept in $dir/logs"
         rm -f -- "$dir/run"
     fi
+}
+
+# From now on, should the script fail, stop what it started in DIR ($1) with its `stop`.
+stop_on_failure() {
+    trap "status=\$?; [ \$status -eq 0 ] || { say 'start failed: stopping what it started';
+        (stop $(printf %q "$1")) || true; }" EXIT
 }
 
 # Wait up to $1 seconds for the command that follows to succeed.

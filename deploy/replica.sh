@@ -16,7 +16,8 @@ start() {
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
     run=$(run_dir "$dir")
-    [ ! -e "$run/primary" ] || die "$dir already holds a cluster: stop it, or use a new DIR"
+    [ ! -e "$run/primary" ] || die "$dir already holds a cluster (running or stopped): use a new DIR"
+    stop_on_failure "$dir"
     primary_port=${PRIMARY_PORT:-$(free_port)}
     standby_port=${STANDBY_PORT:-$(free_port)}
     [ "$primary_port" != "$standby_port" ] || standby_port=$(free_port)

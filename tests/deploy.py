@@ -61,8 +61,15 @@ def _script(name: str, action: str, folder: Path, timeout_s: float) -> str:
         stdin=subprocess.DEVNULL,
     )
     output = done.stdout + done.stderr
-    assert done.returncode == 0, f"deploy/{name} {action} failed:\n{output}"
+    assert done.returncode == 0, f"deploy/{name} {action} failed:\n{output}{_logs(folder)}"
     return output
+
+
+def _logs(folder: Path) -> str:
+    """The end of each log of `folder`'s services (in `folder`/logs once a script stopped
+    them, when their data lived elsewhere)."""
+    logs = sorted([*(folder / "logs").glob("*.log"), *(folder / "run").glob("*.log")])
+    return "".join(f"\n--- {log.name}\n{log.read_text(errors='replace')[-2000:]}" for log in logs)
 
 
 @contextmanager
@@ -84,9 +91,10 @@ def replica_pair(folder: Path) -> Iterator[tuple[str, str]]:
     """A primary and its streaming standby (deploy/replica.sh): their URLs."""
     require(REPLICA_NEEDS)
     with _started("replica.sh", folder):
-        yield (folder / "primary.url").read_text().strip(), (
-            folder / "standby.url"
-        ).read_text().strip()
+        yield (
+            (folder / "primary.url").read_text().strip(),
+            (folder / "standby.url").read_text().strip(),
+        )
 
 
 @dataclass(frozen=True)

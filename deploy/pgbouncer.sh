@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# A PgBouncer in transaction pooling mode on 127.0.0.1 in front of the PostgreSQL at UPSTREAM
+# (a libpq URL of one host, such as DIR/primary.url of deploy/replica.sh).
+#
+#   UPSTREAM=postgresql://postgres@127.0.0.1:5432/postgres deploy/pgbouncer.sh start DIR
+#                                 start it; writes DIR/pgbouncer.url (same user and database)
+#   deploy/pgbouncer.sh stop DIR  stop it
+#
+# Port: PGBOUNCER_PORT, else a free one. Clients are trusted, as the upstream must trust
+# PgBouncer's connections (no passwords are kept here).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+start() {
+    local dir=$1 run port host upstream_port user dbname parts binary
+    [ -n "${UPSTREAM:-}" ] || die "set UPSTREAM to the PostgreSQL URL to pool"
+    parts=$(parse_url "$UPSTREAM") || die "UPSTREAM is not a one-host postgresql:// URL"
+    binary=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+    [ -x "$binary" ] || die "pgbouncer is not installed (apt-get install pgbouncer)"
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+    run=$(run_dir "$dir")
+    [ ! -e "$run/pgbouncer.ini" ] || die "$dir already holds a PgBouncer (running or stopped): use a new DIR"
+    stop_on_failure "$dir"
+    read -r host upstream_port user dbname <<<"$parts"
+    port=${PGBOUNCER_PORT:-$(free_port)}
+    echo "\"$user\" \"\"" >"$run/pgbouncer.users"
+    cat >"$run/pgbouncer.ini" <<INI
+[databases]
+* = host=$host port=$upstream_port
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = trust
+auth_file = $run/pgbouncer.users
+pool_mode = transaction
+max_client_conn = 500
+default_pool_size = 20
+logfile = $run/pgbouncer.log
+pidfile = $run/pgbouncer.pid
+INI
+    say "starting PgBouncer on 127.0.0.1:$port in front of $host:$upstream_port"
+    # PgBouncer refuses to run as root.
+    as_pg "$binary" -d -q "$run/pgbouncer.ini" </dev/null >/dev/null 2>&1 ||
+        die "PgBouncer did not start: see $run/pgbouncer.log"
+    wait_for 30 pg_query "$port" -U "$user" -d "$dbname" -c "SELECT 1" ||
+        die "PgBouncer does not answer: see $run/pgbouncer.log"
+    echo "postgresql://$user@127.0.0.1:$port/$dbname" >"$dir/pgbouncer.url"
+    say "ready: $(cat "$dir/pgbouncer.url")"
+}
+
+# Host, port, user and database of the one-host libpq URL $1, on one line.
+parse_url() {
+    "$PYTHON" - "$1" <<'PY'
+import sys
+from urllib.parse import unquote, urlsplit
+url = urlsplit(sys.argv[1])
+if url.scheme not in ("postgresql", "postgres") or "," in url.netloc:
+    sys.exit(1)
+print(url.hostname or "127.0.0.1", url.port or 5432, unquote(url.username or "postgres"),
+      unquote(url.path.lstrip("/")) or "postgres")
+PY
+}
+
+stop() {
+    local dir=$1 run
+    [ -e "$dir/run" ] || die "$dir holds no PgBouncer"
+    run=$(readlink -f "$dir/run")
+    [ ! -f "$run/pgbouncer.pid" ] || stop_pid "$(cat "$run/pgbouncer.pid")" 30 PgBouncer
+    drop_side_run_dir "$dir"
+    rm -f "$dir/pgbouncer.url"
+    say "stopped"
+}
+
+if [ $# -ne 2 ] || { [ "$1" != start ] && [ "$1" != stop ]; }; then
+    die "usage: $0 start|stop DIR"
+fi
+"$1" "$2"
