@@ -50,6 +50,8 @@ EOF
     cat >>"$run/standby/postgresql.conf" <<EOF
 port = $standby_port
 cluster_name = 'standby'
+# Long reads of history are not cancelled by the vacuum of rows they still see.
+hot_standby_feedback = on
 EOF
     say "starting the standby on 127.0.0.1:$standby_port"
     as_pg "$PG_BIN/pg_ctl" -D "$run/standby" -l "$run/standby.log" -w -t 60 start >/dev/null ||

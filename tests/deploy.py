@@ -86,6 +86,24 @@ def _started(name: str, folder: Path) -> Iterator[None]:
             _script(name, "stop", folder, timeout_s=180)
 
 
+def children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def postmaster_pid(data_dir: Path) -> int:
+    """The pid of the PostgreSQL running on `data_dir`."""
+    return int((data_dir / "postmaster.pid").read_text().splitlines()[0])
+
+
 @contextmanager
 def replica_pair(folder: Path) -> Iterator[tuple[str, str]]:
     """A primary and its streaming standby (deploy/replica.sh): their URLs."""
@@ -138,7 +156,7 @@ class PatroniCluster:
         return int((self.run / f"{node.name}.pid").read_text())
 
     def postmaster_pid(self, node: Node) -> int:
-        return int((self.run / node.name / "postmaster.pid").read_text().splitlines()[0])
+        return postmaster_pid(self.run / node.name)
 
     def logs(self) -> str:
         """The end of every node's and etcd's log, for failure messages."""

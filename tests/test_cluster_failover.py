@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from bank_graphql.ledger import audit_books
-from tests.deploy import PatroniCluster, patroni_cluster
+from tests.deploy import PatroniCluster, children, patroni_cluster
 from tests.live_client import Bank
 from tests.servers import Server, launch
 
@@ -114,26 +114,13 @@ async def _client(n: int, base: str, drill: Drill) -> None:
             count += 1
 
 
-def _children(pid: int) -> list[int]:
-    """The processes whose parent is `pid`."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
 def _crash_leader(cluster: PatroniCluster) -> str:
     """SIGKILL the leader's Patroni, its postmaster and every PostgreSQL process under it, as
     a machine would stop; the leader's name."""
     leader = cluster.leader()
     assert leader is not None, cluster.logs()
     postmaster = cluster.postmaster_pid(leader)
-    for pid in (cluster.patroni_pid(leader), postmaster, *_children(postmaster)):
+    for pid in (cluster.patroni_pid(leader), postmaster, *children(postmaster)):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     return leader.name

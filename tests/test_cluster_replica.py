@@ -5,7 +5,11 @@ process; while it lags past the limit they go to the primary; `export` follows t
 rule; a URL that is not a replica of the primary's database is refused at start."""
 
 import asyncio
+import os
+import signal
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +18,7 @@ import psycopg
 import pytest
 
 from bank_graphql.ledger import audit_books
-from tests.deploy import replica_pair
+from tests.deploy import children, postmaster_pid, replica_pair
 from tests.live_client import Bank
 from tests.servers import Serve, Server, serve_refusal
 from tests.test_export import command
@@ -36,17 +40,49 @@ FALLBACKS = "bank_graphql_replica_fallbacks"
 class Pair:
     primary: str
     standby: str
+    folder: Path
+
+    @contextmanager
+    def standby_frozen(self) -> Iterator[None]:
+        """The standby stops answering (as behind a network that drops every packet) for
+        the block: every process of it stopped, then let go."""
+        postmaster = postmaster_pid((self.folder / "run").resolve() / "standby")
+        pids = [postmaster, *children(postmaster)]
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
 
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    with replica_pair(tmp_path_factory.mktemp("replica")) as (primary, standby):
-        yield Pair(primary, standby)
+    folder = tmp_path_factory.mktemp("replica")
+    with replica_pair(folder) as (primary, standby):
+        yield Pair(primary, standby, folder)
 
 
-def _servers(serve: Serve, pair: Pair, count: int) -> list[Server]:
+@contextmanager
+def _primary_setting(pair: Pair, setting: str) -> Iterator[None]:
+    """`ALTER DATABASE postgres SET setting` on the primary, for sessions opened in the
+    block."""
+    with psycopg.connect(pair.primary, autocommit=True) as db:
+        db.execute(f"ALTER DATABASE postgres SET {setting}")
+    try:
+        yield
+    finally:
+        with psycopg.connect(pair.primary, autocommit=True) as db:
+            db.execute("ALTER DATABASE postgres RESET ALL")
+
+
+def _servers(
+    serve: Serve, pair: Pair, count: int, env: dict[str, str] | None = None
+) -> list[Server]:
     args = ["--database-url", pair.primary, "--read-database-url", pair.standby]
-    return [serve(*args, "--replica-lag-max-ms", str(LAG_MAX_MS)) for _ in range(count)]
+    lag = ["--replica-lag-max-ms", str(LAG_MAX_MS)]
+    return [serve(*args, *lag, env=env) for _ in range(count)]
 
 
 async def _last_entry(bank: Bank, account: str, at: int) -> tuple[int, str]:
@@ -60,19 +96,29 @@ def _replay(pair: Pair, on: bool) -> None:
         db.execute("SELECT pg_wal_replay_resume()" if on else "SELECT pg_wal_replay_pause()")
 
 
-async def test_a_write_is_never_read_as_missing_from_any_process(serve: Serve, pair: Pair) -> None:
-    writer, reader = (Bank(s) for s in _servers(serve, pair, 2))
-    await writer.open("ryw-a", 1_000_000)
-    await writer.open("ryw-b")
+# Asynchronous commit acknowledges a write before its WAL is written: the position a read
+# waits for must still cover it.
+@pytest.mark.parametrize("commit", ["on", "off"])
+async def test_a_write_is_never_read_as_missing_from_any_process(
+    serve: Serve, pair: Pair, commit: str
+) -> None:
+    with _primary_setting(pair, f"synchronous_commit = {commit}"):
+        writer, reader = (Bank(s) for s in _servers(serve, pair, 2))
+        await _read_your_writes(writer, reader, f"ryw-{commit}")
+    for bank in (writer, reader):
+        await bank.aclose()
+
+
+async def _read_your_writes(writer: Bank, reader: Bank, prefix: str) -> None:
+    await writer.open(f"{prefix}-a", 1_000_000)
+    await writer.open(f"{prefix}-b")
     for n in range(40):
         # Written through one process, read at once through the other, and back.
         source, sink = (writer, reader) if n % 2 == 0 else (reader, writer)
-        entry = await source.transfer("ryw-a", "ryw-b", 1)
-        balance, last = await _last_entry(sink, "ryw-a", entry["timestamp"])
+        entry = await source.transfer(f"{prefix}-a", f"{prefix}-b", 1)
+        balance, last = await _last_entry(sink, f"{prefix}-a", entry["timestamp"])
         assert last == entry["id"], f"write {n} read as missing"
         assert balance == entry["balanceAfter"]
-    for bank in (writer, reader):
-        await bank.aclose()
 
 
 async def test_history_reads_use_the_replica_and_fall_back_while_it_lags(
@@ -150,3 +196,75 @@ def test_a_read_url_that_is_no_replica_of_the_database_is_refused(
         "postgresql://127.0.0.1:1/x",
     ]
     assert "cannot reach --read-database-url" in serve_refusal(unreachable, tmp_path)
+
+
+async def test_a_replica_that_stops_answering_costs_a_fallback_not_a_hang(
+    serve: Serve, pair: Pair
+) -> None:
+    (server,) = _servers(serve, pair, 1)
+    bank = Bank(server)
+    await bank.open("frozen-a", 100)
+    with pair.standby_frozen():
+        entry = await bank.deposit("frozen-a", 1)
+        started = time.monotonic()
+        assert (await _last_entry(bank, "frozen-a", entry["timestamp"]))[1] == entry["id"]
+        assert time.monotonic() - started < LAG_MAX_MS / 1000 + 3
+        assert counter(server, FALLBACKS) >= 1
+    await bank.aclose()
+
+
+async def test_waiting_for_the_replica_holds_no_primary_connection(
+    serve: Serve, pair: Pair
+) -> None:
+    # Two primary connections, which a request waits at most 1 s for, and reads that wait
+    # up to 3 s for a replica that stands still: writes must still get through.
+    env = {"BANK_POOL_MIN_SIZE": "1", "BANK_POOL_MAX_SIZE": "2", "BANK_POOL_TIMEOUT_S": "1"}
+    server = serve(
+        *("--database-url", pair.primary, "--read-database-url", pair.standby),
+        *("--replica-lag-max-ms", "3000"),
+        env=env,
+    )
+    bank = Bank(server)
+    await bank.open("held-a", 100)
+    _replay(pair, on=False)
+    try:
+        entry = await bank.deposit("held-a", 1)
+        reads = [_last_entry(bank, "held-a", entry["timestamp"]) for _ in range(6)]
+        reading = asyncio.gather(*reads)
+        await asyncio.sleep(0.3)
+        later = await bank.deposit("held-a", 1)
+        # Each read falls back to the primary once its wait is over, after the later write.
+        assert {last for _, last in await reading} <= {entry["id"], later["id"]}
+    finally:
+        _replay(pair, on=True)
+    await bank.aclose()
+
+
+def test_the_primary_itself_is_no_read_url(pair: Pair, tmp_path: Path) -> None:
+    stderr = serve_refusal(
+        ["--database-url", pair.primary, "--read-database-url", pair.primary], tmp_path
+    )
+    assert "not a standby" in stderr
+
+
+async def test_export_checks_its_replica_and_reads_the_primary_without_one(
+    serve: Serve, pair: Pair, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (server,) = _servers(serve, pair, 1)
+    bank = Bank(server)
+    await bank.open("exp-b", 5)
+    base = ["export", "--database-url", pair.primary, "--account", "exp-b", "--format", "jsonl"]
+    nowhere = "postgresql://postgres@127.0.0.1:1/postgres"
+    status, out, err = await command([*base, "--read-database-url", nowhere], capsys)
+    assert status == 0, err
+    assert "reading the primary" in err
+    assert len(out.splitlines()) == 1
+    other_database = pair.standby.rsplit("/", 1)[0] + "/template1"
+    status, out, err = await command([*base, "--read-database-url", other_database], capsys)
+    assert (status, out) == (2, "")
+    assert "'template1'" in err
+    lag = ["--read-database-url", pair.standby, "--replica-lag-max-ms", "-5"]
+    status, out, err = await command([*base, *lag], capsys)
+    assert (status, out) == (2, "")
+    assert "0..10000" in err
+    await bank.aclose()

@@ -24,8 +24,9 @@ from bank_graphql.ledger.storage import clock, writes
 from bank_graphql.ledger.storage.cashback import SweepLimits
 from bank_graphql.ledger.storage.database import Conn, ping
 from bank_graphql.ledger.storage.live import LiveFeed
-from bank_graphql.ledger.storage.reads import Snapshot, settle_due_then_snapshot
+from bank_graphql.ledger.storage.reads import Snapshot
 from bank_graphql.ledger.storage.replica import Replica
+from bank_graphql.ledger.storage.snapshots import settle_due_then_snapshot
 from bank_graphql.ledger.storage.writes import BatchAborted, RetryLimits, jsonb
 
 _CREATE_ACCOUNT = "SELECT ledger_create_account(%s, %s, %s, %s, %s, %s)"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
+import psycopg
 
 from bank_graphql.ledger import (
     Conn,
@@ -27,7 +28,7 @@ from bank_graphql.ledger import (
 from bank_graphql.ledger.domain.rules import MAX_TIMESTAMP_MS, payment_id
 from bank_graphql.ops.database import add_database_options, database, one_line_errors, refuse
 from bank_graphql.ops.progress import progress
-from bank_graphql.ops.replica import add_replica_options
+from bank_graphql.ops.replica import Unreachable, add_replica_options, check_replica
 
 COLUMNS = (
     "id",
@@ -154,26 +155,49 @@ class _Writer:
             self._csv.writerow(["" if row[c] is None else row[c] for c in COLUMNS])
 
 
+def _replica_note(why: str) -> None:
+    sys.stderr.write(f"export: {why}; reading the primary\n")
+
+
 @asynccontextmanager
-async def _reading(url: str, args: argparse.Namespace) -> AsyncIterator[Conn]:
+async def _replica(url: str, position: str, lag_max_ms: int) -> AsyncIterator[Conn | None]:
+    """A connection to the replica at `url` once it has replayed the WAL up to `position`;
+    None, said on stderr, when it lags, cannot be reached or stops answering."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10)
+    except psycopg.Error as exc:
+        _replica_note(f"cannot reach --read-database-url ({str(exc).strip()[:200]})")
+        yield None
+        return
+    async with conn:
+        try:
+            caught_up = await replayed_within(conn, position, lag_max_ms / 1000)
+        except (TimeoutError, psycopg.OperationalError):
+            caught_up = None
+        if caught_up:
+            yield conn
+            return
+    _replica_note(
+        "the replica lags behind" if caught_up is False else "the replica stopped answering"
+    )
+    yield None
+
+
+@asynccontextmanager
+async def _reading(url: str, read_url: str | None, lag_max_ms: int) -> AsyncIterator[Conn]:
     """The primary, or the replica once it has replayed what the primary had written."""
     async with one_connection(url) as primary:
-        if not args.read_database_url:
+        if read_url is None:
             yield primary
             return
-        position = await primary_position(primary)
-        async with one_connection(args.read_database_url) as replica:
-            if await replayed_within(replica, position, args.replica_lag_max_ms / 1000):
-                yield replica
-                return
-        sys.stderr.write("export: the replica lags behind; reading the primary\n")
-        yield primary
+        async with _replica(read_url, await primary_position(primary), lag_max_ms) as replica:
+            yield primary if replica is None else replica
 
 
-async def _export(url: str, args: argparse.Namespace, out: TextIO) -> None:
+async def _export(url: str, read_url: str | None, args: argparse.Namespace, out: TextIO) -> None:
     period = StatementPeriod(args.since, args.until)
     async with (
-        _reading(url, args) as conn,
+        _reading(url, read_url, args.replica_lag_max_ms) as conn,
         account_statement(conn, args.account, period) as statement,
     ):
         if statement is None:
@@ -185,6 +209,19 @@ async def _export(url: str, args: argparse.Namespace, out: TextIO) -> None:
             async for entry in statement.entries():
                 writer.write(entry)
                 bar.update(1)
+
+
+def _checked_replica(args: argparse.Namespace, url: str) -> str | None:
+    """--read-database-url once checked to be a standby of `url`'s database; None when not
+    given, or when it cannot be reached (the primary is read instead)."""
+    if not args.read_database_url:
+        return None
+    try:
+        check_replica("export", args, url)
+    except Unreachable as exc:
+        _replica_note(str(exc))
+        return None
+    return str(args.read_database_url)
 
 
 @contextmanager
@@ -213,7 +250,7 @@ def run_export(args: argparse.Namespace) -> None:
         refuse("export", "--from is after --to")
     try:
         with database(args, "export") as url, _output(args.output) as out:
-            asyncio.run(_export(url, args, out))
+            asyncio.run(_export(url, _checked_replica(args, url), args, out))
     except BrokenPipeError:
         # The reader left (`| head`): stop quietly, and let nothing more reach the pipe.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -1,22 +1,14 @@
 """Read queries, all run inside one REPEATABLE READ, READ ONLY snapshot per request."""
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from psycopg import errors
-from psycopg_pool import AsyncConnectionPool
-
 from bank_graphql.ledger.domain.access import Principal
-from bank_graphql.ledger.domain.clock import ClockMode
 from bank_graphql.ledger.domain.models import Account, Entry, EntryKind, Page, Payment, Spender
-from bank_graphql.ledger.storage.cashback import SweepLimits, any_due, settle_due
-from bank_graphql.ledger.storage.clock import read_now
-from bank_graphql.ledger.storage.database import Conn, begin, end_snapshot, reconnects_max
+from bank_graphql.ledger.storage.database import Conn
 from bank_graphql.ledger.storage.errors import translated
 from bank_graphql.ledger.storage.keyset import Keyset, PageRequest, Window
-from bank_graphql.ledger.storage.replica import Replica, primary_position
 
 _BIGINT_MAX = 2**63 - 1
 # Account ids are ASCII (the accounts table checks it) and sort by bytes: "\x7f" is above them all.
@@ -210,75 +202,3 @@ class Snapshot:
         else:
             cursor = await self.conn.execute(_TOP_SPENDERS_IN, (sorted(self.scope), first))
         return [Spender(account_id=r[0], outgoing=r[1]) for r in await cursor.fetchall()]
-
-
-_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-
-
-@translated
-async def _settled_connection(
-    pool: AsyncConnectionPool[Conn], clock: ClockMode, sweep_limits: SweepLimits
-) -> tuple[Conn, int]:
-    """An idle connection of the pool, taken after crediting every cashback due by now (in
-    transactions of its own); and that now."""
-    for attempt in range(reconnects_max(pool)):
-        conn = await pool.getconn()
-        try:
-            try:
-                now = await read_now(conn, clock)
-                due = await any_due(conn, now)
-            except errors.OperationalError:
-                # A connection that died while idle in the pool fails at once: take another
-                # (the pool replaces the dead one in the background).
-                if not conn.broken or attempt + 1 == reconnects_max(pool):
-                    raise
-                await pool.putconn(conn)
-                continue
-            if due:
-                await settle_due(conn, now, sweep_limits)
-        except BaseException:
-            await pool.putconn(conn)
-            raise
-        return conn, now
-    raise AssertionError("unreachable: the last attempt raises")
-
-
-@translated
-async def _snapshot_on(
-    conn: Conn, pool: AsyncConnectionPool[Conn], replica: Replica | None
-) -> tuple[Conn, AsyncConnectionPool[Conn]]:
-    """A read-only snapshot on the replica when one is given and has caught up with the
-    primary behind `conn` (which goes back to `pool`), else on `conn`; and its pool."""
-    try:
-        if replica is not None and replica.in_use():
-            on_replica = await replica.snapshot_at(await primary_position(conn), _SNAPSHOT)
-            if on_replica is not None:
-                await pool.putconn(conn)
-                return on_replica, replica.pool
-        await begin(conn, _SNAPSHOT)
-    except BaseException:
-        await pool.putconn(conn)
-        raise
-    return conn, pool
-
-
-@asynccontextmanager
-async def settle_due_then_snapshot(
-    pool: AsyncConnectionPool[Conn],
-    clock: ClockMode,
-    sweep_limits: SweepLimits,
-    principal: Principal,
-    replica: Replica | None = None,
-) -> AsyncIterator[Snapshot]:
-    """Credit every cashback due by now (a write, in transactions of its own), then hold one
-    read-only snapshot of what exists for `principal` until exit: on `replica` when it has
-    caught up with the primary (storage/replica.py)."""
-    primary, now = await _settled_connection(pool, clock, sweep_limits)
-    conn, owner = await _snapshot_on(primary, pool, replica)
-    try:
-        yield Snapshot(conn, now, principal)
-    finally:
-        try:
-            await end_snapshot(conn)
-        finally:
-            await owner.putconn(conn)
