@@ -488,6 +488,29 @@ async def test_a_row_lock_held_too_long_answers_database_busy_then_the_retry_suc
     await audit()
 
 
+SIBLINGS = """{
+  a: account(id: "alice") { payments(first: 1) { nodes { id } } }
+  b: account(id: "alice") { transactions(first: 1) { nodes { id } } }
+  c: account(id: "alice") { balance(at: 5) }
+}"""
+
+
+async def test_a_read_that_fails_midway_answers_database_busy_in_every_field_after(
+    make_client: MakeClient, db: Db
+) -> None:
+    gql = await make_client(pool=STUCK_LIMITS)
+    await funded(gql, "alice", 1_000)
+    # The snapshot opens, one field waits out lock_timeout on the entries, and the fields
+    # after it run on the transaction that failed.
+    async with db.transaction():
+        await db.execute("LOCK TABLE entries IN ACCESS EXCLUSIVE MODE")
+        response = await gql.http.post("/graphql", json={"query": SIBLINGS})
+    assert _unclean(response) is None, _unclean(response)
+    body = response.json()
+    assert body["data"]["a"] == {"payments": {"nodes": []}}, body
+    assert set(_codes(body)) == {"DATABASE_BUSY"}, body
+
+
 async def test_a_lock_shorter_than_the_retries_lets_the_write_succeed(
     make_client: MakeClient, db: Db, audit: Audit, caplog: pytest.LogCaptureFixture
 ) -> None:

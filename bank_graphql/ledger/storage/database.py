@@ -194,11 +194,14 @@ def database_identity(database_url: str, *, pooled: bool) -> tuple[str, str]:
 
 
 # Statement or lock timeouts and lost races: the database is up but could not finish in time.
+# A read's later statements on a snapshot that one of them failed fail in turn: they are
+# answered as that first failure was.
 _BUSY = (
     errors.QueryCanceled,
     errors.LockNotAvailable,
     errors.SerializationFailure,
     errors.DeadlockDetected,
+    errors.InFailedSqlTransaction,
 )
 
 
