@@ -151,13 +151,29 @@ async def test_history_reads_use_the_replica_and_fall_back_while_it_lags(
     await bank.aclose()
 
 
+async def _exporting(
+    serve: Serve, pair: Pair, account: str, balance: int
+) -> tuple[Bank, list[str]]:
+    """A server, `account` opened through it, and the export of its statement from the
+    primary."""
+    (server,) = _servers(serve, pair, 1)
+    bank = Bank(server)
+    await bank.open(account, balance)
+    return bank, [
+        "export",
+        "--database-url",
+        pair.primary,
+        "--account",
+        account,
+        "--format",
+        "jsonl",
+    ]
+
+
 async def test_export_reads_the_replica_once_it_has_caught_up(
     serve: Serve, pair: Pair, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (server,) = _servers(serve, pair, 1)
-    bank = Bank(server)
-    await bank.open("exp-a", 500)
-    base = ["export", "--database-url", pair.primary, "--account", "exp-a", "--format", "jsonl"]
+    bank, base = await _exporting(serve, pair, "exp-a", 500)
     replica = ["--read-database-url", pair.standby, "--replica-lag-max-ms", str(LAG_MAX_MS)]
     _replay(pair, on=False)
     try:
@@ -250,10 +266,7 @@ def test_the_primary_itself_is_no_read_url(pair: Pair, tmp_path: Path) -> None:
 async def test_export_checks_its_replica_and_reads_the_primary_without_one(
     serve: Serve, pair: Pair, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (server,) = _servers(serve, pair, 1)
-    bank = Bank(server)
-    await bank.open("exp-b", 5)
-    base = ["export", "--database-url", pair.primary, "--account", "exp-b", "--format", "jsonl"]
+    bank, base = await _exporting(serve, pair, "exp-b", 5)
     nowhere = "postgresql://postgres@127.0.0.1:1/postgres"
     status, out, err = await command([*base, "--read-database-url", nowhere], capsys)
     assert status == 0, err
