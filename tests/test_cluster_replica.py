@@ -7,6 +7,7 @@ rule; a URL that is not a replica of the primary's database is refused at start.
 import asyncio
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 
 from bank_graphql.ledger import audit_books
-from tests.deploy import children, postmaster_pid, replica_pair
+from tests.deploy import PG_BIN, children, postmaster_pid, replica_pair
 from tests.live_client import Bank
 from tests.servers import Serve, Server, serve_refusal
 from tests.test_export import command
@@ -55,6 +56,18 @@ class Pair:
         finally:
             for pid in pids:
                 os.kill(pid, signal.SIGCONT)
+
+    def pg_ctl(self, *args: str) -> None:
+        """pg_ctl on the standby, as the user its files belong to."""
+        run = (self.folder / "run").resolve()
+        data = run / "standby"
+        log = ["-l", str(run / "standby.log")]
+        command = [str(PG_BIN / "pg_ctl"), "-D", str(data), *log, *args]
+        if os.geteuid() == 0:
+            owner = data.owner()
+            command = ["setpriv", f"--reuid={owner}", f"--regid={owner}", "--init-groups", *command]
+        # Not captured: the server started would hold the pipes open.
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -256,11 +269,15 @@ async def test_waiting_for_the_replica_holds_no_primary_connection(
     await bank.aclose()
 
 
-def test_the_primary_itself_is_no_read_url(pair: Pair, tmp_path: Path) -> None:
+def test_the_primary_is_no_read_url_and_the_standby_no_database_url(
+    pair: Pair, tmp_path: Path
+) -> None:
     stderr = serve_refusal(
         ["--database-url", pair.primary, "--read-database-url", pair.primary], tmp_path
     )
     assert "not a standby" in stderr
+    stderr = serve_refusal(["--database-url", pair.standby], tmp_path)
+    assert "--database-url reaches a standby" in stderr
 
 
 async def test_export_checks_its_replica_and_reads_the_primary_without_one(
@@ -280,4 +297,92 @@ async def test_export_checks_its_replica_and_reads_the_primary_without_one(
     status, out, err = await command([*base, *lag], capsys)
     assert (status, out) == (2, "")
     assert "0..10000" in err
+    await bank.aclose()
+
+
+async def test_a_read_under_way_when_the_replica_stops_answering_ends_in_time(
+    serve: Serve, pair: Pair
+) -> None:
+    env = {"BANK_STATEMENT_TIMEOUT_MS": "1000", "BANK_LOCK_TIMEOUT_MS": "30000"}
+    (server,) = _servers(serve, pair, 1, env=env)
+    bank = Bank(server)
+    await bank.open("midway-a", 100)
+    query = {"query": '{ account(id: "midway-a") { transactions(last: 1) { nodes { id } } } }'}
+    with psycopg.connect(pair.primary) as holder:
+        # Replayed on the standby, this lock holds the read there, inside its snapshot.
+        holder.execute("LOCK TABLE entries IN ACCESS EXCLUSIVE MODE")
+        # A commit flushes the WAL before it, the lock's included: the standby replays it.
+        await bank.open("midway-flush")
+        await until_replayed(pair)
+        reading = asyncio.create_task(bank.http.post("/graphql", json=query))
+        await asyncio.sleep(0.5)
+        assert not reading.done()
+        assert counter(server, REPLICA_READS) == 1, "the read is not on the replica"
+        with pair.standby_frozen():
+            started = time.monotonic()
+            done, _ = await asyncio.wait({reading}, timeout=8)
+            elapsed = time.monotonic() - started
+        holder.rollback()
+    assert done, "the read waited for the frozen replica"
+    assert elapsed < 4
+    codes = [e["extensions"]["code"] for e in (await reading).json()["errors"]]
+    assert set(codes) <= {"DATABASE_UNAVAILABLE", "DATABASE_BUSY"}, codes
+    await bank.aclose()
+
+
+async def test_a_restarted_replica_serves_the_next_read(serve: Serve, pair: Pair) -> None:
+    (server,) = _servers(serve, pair, 1)
+    bank = Bank(server)
+    await bank.open("restart-a", 100)
+    reads = [_last_entry(bank, "restart-a", 1) for _ in range(8)]
+    await asyncio.gather(*reads)  # the replica's pool holds several connections now
+    pair.pg_ctl("restart", "-m", "fast", "-w", "-t", "60")
+    served, fallbacks = counter(server, REPLICA_READS), counter(server, FALLBACKS)
+    entry = await bank.deposit("restart-a", 1)
+    await until_replayed(pair)
+    assert (await _last_entry(bank, "restart-a", entry["timestamp"]))[1] == entry["id"]
+    assert counter(server, REPLICA_READS) == served + 1
+    assert counter(server, FALLBACKS) == fallbacks
+    await bank.aclose()
+
+
+async def until_replayed(pair: Pair) -> None:
+    """Until the standby answers and has replayed everything the primary has written."""
+    with psycopg.connect(pair.primary, autocommit=True) as db:
+        row = db.execute("SELECT pg_current_wal_insert_lsn()::text").fetchone()
+    assert row is not None
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with psycopg.connect(pair.standby, autocommit=True) as db:
+                done = db.execute("SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", row).fetchone()
+            if done and done[0]:
+                return
+        except psycopg.OperationalError:
+            pass
+        assert time.monotonic() < deadline, "the standby did not catch up"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_replica_that_keeps_falling_behind_is_one_warning_a_minute(
+    serve: Serve, pair: Pair
+) -> None:
+    (server,) = _servers(serve, pair, 1)
+    bank = Bank(server)
+    await bank.open("flap-a", 100)
+    for _ in range(4):
+        _replay(pair, on=False)
+        try:
+            entry = await bank.deposit("flap-a", 1)
+            assert (await _last_entry(bank, "flap-a", entry["timestamp"]))[1] == entry["id"]
+        finally:
+            _replay(pair, on=True)
+        await asyncio.sleep(1.2)  # past the second reads go straight to the primary
+        served = counter(server, REPLICA_READS)
+        await _last_entry(bank, "flap-a", entry["timestamp"])
+        assert counter(server, REPLICA_READS) == served + 1
+    assert counter(server, FALLBACKS) >= 4
+    lines = server.output().splitlines()
+    warnings = [line for line in lines if "replica" in line and "WARNING" in line]
+    assert len(warnings) == 1, warnings
     await bank.aclose()

@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -137,8 +138,9 @@ def _middleware(settings: Settings) -> list[Middleware]:
 async def _open_replica(settings: Settings) -> Replica | None:
     if settings.read_database_url is None:
         return None
-    pool = await open_pool(settings.read_database_url, settings.pool)
-    return Replica(pool, settings.replica)
+    # A replica may stop answering altogether: its statements are timed here too.
+    limits = replace(settings.pool, answer_timeout=True)
+    return Replica(await open_pool(settings.read_database_url, limits), settings.replica)
 
 
 async def _close_pools(ledger: Ledger) -> None:

@@ -97,7 +97,7 @@ def _check_connects(url: str, pooled: bool, which: str) -> None:
     """One connection opened as the pool opens them: a pooler in transaction mode named as
     PostgreSQL (it refuses the `options` the timeouts travel in) is told so in one line."""
     try:
-        check_connects(url, PoolLimits(transaction_pooler=pooled))
+        standby = check_connects(url, PoolLimits(transaction_pooler=pooled))
     except psycopg.Error as exc:
         reason = _first_line(exc)
         if _POOLER_REFUSAL not in reason:
@@ -109,6 +109,8 @@ def _check_connects(url: str, pooled: bool, which: str) -> None:
                 "--direct-database-url, a URL straight to PostgreSQL",
             )
         refuse("serve", f"{which} is a pooler ({reason}): it must reach PostgreSQL itself")
+    if standby:
+        refuse("serve", f"{which} reaches a standby, which takes no writes: give the primary")
 
 
 def _check_same_database(pooled: str, direct: str) -> None:
@@ -119,11 +121,17 @@ def _check_same_database(pooled: str, direct: str) -> None:
         straight = database_identity(direct, pooled=False)
     except psycopg.Error as exc:
         refuse("serve", f"cannot reach the database through both URLs: {_first_line(exc)}")
-    if through_pooler != straight:
+    if through_pooler[0] != straight[0]:
         refuse(
             "serve",
             f"--database-url reaches {through_pooler[0]!r} and --direct-database-url "
             f"{straight[0]!r}: not the same database",
+        )
+    if through_pooler != straight:
+        refuse(
+            "serve",
+            f"--database-url and --direct-database-url reach databases named {straight[0]!r} "
+            "on two different PostgreSQL servers",
         )
 
 

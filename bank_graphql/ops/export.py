@@ -171,15 +171,15 @@ async def _replica(url: str, position: str, lag_max_ms: int) -> AsyncIterator[Co
         return
     async with conn:
         try:
-            caught_up = await replayed_within(conn, position, lag_max_ms / 1000)
+            replayed = await replayed_within(conn, position, lag_max_ms / 1000)
         except (TimeoutError, psycopg.OperationalError):
-            caught_up = None
-        if caught_up:
+            _replica_note("the replica stopped answering")
+            yield None
+            return
+        if replayed:
             yield conn
             return
-    _replica_note(
-        "the replica lags behind" if caught_up is False else "the replica stopped answering"
-    )
+    _replica_note("the replica lags behind" if replayed is False else "the replica is no standby")
     yield None
 
 

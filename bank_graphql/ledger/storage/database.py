@@ -5,7 +5,7 @@ The schema and its versions: storage/migrations.py."""
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -25,6 +25,9 @@ T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
+ANSWER_MARGIN_S = 0.5
+"""How long past its own deadline a server that may stop answering is waited for."""
+
 
 @dataclass(frozen=True, slots=True)
 class PoolLimits:
@@ -35,6 +38,10 @@ class PoolLimits:
     statement_timeout_ms: int = 10_000
     lock_timeout_ms: int = 2_000
     idle_in_transaction_timeout_ms: int = 60_000
+    answer_timeout: bool = False
+    """Each statement is given its statement_timeout plus half a second to be answered,
+    counted here (`PooledConnection.answer_timeout_s`): for a replica, which may stop
+    answering altogether."""
     transaction_pooler: bool = False
     """The URL reaches PostgreSQL through a pooler in transaction mode (PgBouncer's
     `pool_mode = transaction`), whose server sessions are shared: no statement is prepared,
@@ -55,14 +62,35 @@ _SET_LOCAL_TIMEOUTS = (
 )
 
 
+async def within(conn: Conn, work: Awaitable[T], timeout_s: float) -> T:
+    """`work` on `conn`, or TimeoutError after `timeout_s` with `conn` closed. Cancelling a
+    query waits for its server; a server that stopped answering must not hold the caller."""
+    task = asyncio.ensure_future(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout_s)
+        if not done:
+            raise TimeoutError
+        return task.result()
+    finally:
+        if not task.done():
+            await conn.close()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+
 class PooledConnection(AsyncConnection[TupleRow]):
     """A connection of the pool. Behind a transaction pooler it carries the timeouts that
     every transaction must set inside itself (a session setting would stay on a server
     session that other clients get next): a statement run on its own is sent with them, in
     one round trip, since statements sent before one Sync are one implicit transaction; a
-    transaction opened by `begin` sets them first thing."""
+    transaction opened by `begin` sets them first thing.
+
+    With `answer_timeout_s`, a statement the server has not answered in that time closes the
+    connection and raises OperationalError: for a server that may stop answering altogether
+    (a replica), whose own statement_timeout then never fires."""
 
     local_timeouts: tuple[str, str, str] | None = None
+    answer_timeout_s: float | None = None
 
     # Narrower than psycopg's overloads: this code sends no template strings.
     async def execute(  # type: ignore[override]
@@ -72,6 +100,21 @@ class PooledConnection(AsyncConnection[TupleRow]):
         *,
         prepare: bool | None = None,
         binary: bool = False,
+    ) -> Cursor:
+        if self.answer_timeout_s is None:
+            return await self._execute(query, params, prepare, binary)
+        try:
+            run = self._execute(query, params, prepare, binary)
+            return await within(self, run, self.answer_timeout_s)
+        except TimeoutError:
+            raise errors.OperationalError("the server stopped answering") from None
+
+    async def _execute(
+        self,
+        query: str | bytes | sql.SQL | sql.Composed,
+        params: Params | None,
+        prepare: bool | None,
+        binary: bool,
     ) -> Cursor:
         alone = (
             self.local_timeouts is not None
@@ -119,6 +162,8 @@ async def _configure(limits: PoolLimits, conn: PooledConnection) -> None:
     set_json_loads(orjson.loads, conn)
     if limits.transaction_pooler:
         conn.local_timeouts = limits.timeouts()
+    if limits.answer_timeout:
+        conn.answer_timeout_s = limits.statement_timeout_ms / 1000 + ANSWER_MARGIN_S
 
 
 def _connection_options(limits: PoolLimits) -> dict[str, Any]:
@@ -176,11 +221,13 @@ def ensure_database(server_url: str, name: str) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-def check_connects(database_url: str, limits: PoolLimits) -> None:
-    """Open and close one connection as the pool would open it; raises psycopg.Error, as the
-    server at `database_url` refuses it, when it cannot."""
-    with Connection.connect(database_url, connect_timeout=10, **_connection_options(limits)):
-        pass
+def check_connects(database_url: str, limits: PoolLimits) -> bool:
+    """Open one connection as the pool would open it, and tell whether the server is a
+    standby (read-only); raises psycopg.Error, as the server refuses it, when it cannot."""
+    options = _connection_options(limits)
+    with Connection.connect(database_url, connect_timeout=10, **options) as conn:
+        row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    return bool(row and row[0])
 
 
 def database_identity(database_url: str, *, pooled: bool) -> tuple[str, str]:
