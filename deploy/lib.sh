@@ -10,7 +10,10 @@ RUN_USER=${RUN_USER:-postgres}
 # second per call, and the scripts call it in loops.
 PYTHON=${PYTHON:-$(command -v /usr/bin/python3 || command -v python3)}
 
-say() { printf '%s: %s\n' "${0##*/}" "$*"; }
+# The running script's name: recorded in the run folder it starts, and in its messages.
+SCRIPT=${0##*/}
+
+say() { printf '%s: %s\n' "$SCRIPT" "$*"; }
 die() {
     say "error: $*" >&2
     exit 1
@@ -63,10 +66,72 @@ drop_side_run_dir() {
     fi
 }
 
-# From now on, should the script fail, stop what it started in DIR ($1) with its `stop`.
+# From now on, should the script fail or be interrupted (Ctrl-C, SIGTERM), stop what it
+# started in DIR ($1) with its `stop`, then exit non-zero.
 stop_on_failure() {
-    trap "status=\$?; [ \$status -eq 0 ] || { say 'start failed: stopping what it started';
-        (stop $(printf %q "$1")) || true; }" EXIT
+    STARTED_DIR=$1
+    trap 'say "interrupted" >&2; exit 130' INT
+    trap 'say "terminated" >&2; exit 143' TERM
+    trap undo_start EXIT
+}
+
+undo_start() {
+    local status=$?
+    [ "$status" -ne 0 ] || return 0
+    # A second Ctrl-C must not cut the stop short: what it has not stopped would stay behind.
+    trap '' INT TERM
+    say "start failed: stopping what it started"
+    (stop "$STARTED_DIR") || true
+    exit "$status"
+}
+
+# The script that made the cluster of run folder $1: recorded by its `start` (guessed from
+# the folder for clusters started before the scripts recorded it); empty when none did.
+made_by() {
+    local run=$1
+    if [ -f "$run/made-by" ]; then
+        cat "$run/made-by"
+    elif [ -e "$run/etcd" ]; then
+        echo patroni.sh
+    elif [ -e "$run/primary" ]; then
+        echo replica.sh
+    elif [ -e "$run/pgbouncer.ini" ]; then
+        echo pgbouncer.sh
+    fi
+}
+
+# Refuse DIR ($1, run folder $2) when another script made its cluster: its stop would
+# destroy that cluster, its start mix two clusters in one folder.
+refuse_other_script() {
+    local dir=$1 run=$2 owner
+    owner=$(made_by "$run")
+    [ -z "$owner" ] || [ "$owner" = "$SCRIPT" ] ||
+        die "$dir holds a cluster of deploy/$owner, not of deploy/$SCRIPT (one DIR per script)"
+}
+
+# Record that this script makes the cluster of run folder $1.
+claim() { echo "$SCRIPT" >"$1/made-by"; }
+
+# Where the log named $2 of DIR $1 is once a failed start has stopped: DIR/logs when the
+# run folder lives outside DIR (stop deletes it), else DIR/run.
+log_of() {
+    if [ -L "$1/run" ]; then echo "$1/logs/$2"; else echo "$1/run/$2"; fi
+}
+
+# The pids of the processes with one of $@ as a whole argument: how stop tells the processes
+# of a DIR from unrelated ones that reused the pid in a stale pid file.
+pids_with_arg() {
+    grep -lzxF -f <(printf '%s\n' "$@") /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3 || true
+}
+
+# The pid of the PostgreSQL running on data folder $1, if one does: the pid of its
+# postmaster.pid, if that process still works in the folder (a crash leaves the file behind).
+postmaster_of() {
+    local pid
+    pid=$(head -1 "$1/postmaster.pid" 2>/dev/null) || return 0
+    if [ -n "$pid" ] && [ "$(readlink "/proc/$pid/cwd" 2>/dev/null)" = "$1" ]; then
+        echo "$pid"
+    fi
 }
 
 # Wait up to $1 seconds for the command that follows to succeed.

@@ -21,7 +21,9 @@ start() {
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
     run=$(run_dir "$dir")
+    refuse_other_script "$dir" "$run"
     [ ! -e "$run/etcd" ] || die "$dir already holds a cluster (running or stopped): use a new DIR"
+    claim "$run"
     stop_on_failure "$dir"
     cd "$run"
     client=$(free_port)
@@ -35,7 +37,7 @@ start() {
         --initial-cluster "etcd=http://127.0.0.1:$peer" \
         --initial-cluster-state new --enable-v2="$([ "$DCS" = etcd ] && echo true || echo false)"
     wait_for 30 etcdctl --endpoints "127.0.0.1:$client" endpoint health ||
-        die "etcd is not healthy: see $run/etcd.log"
+        die "etcd is not healthy: see $(log_of "$dir" etcd.log)"
 
     : >"$dir/nodes"
     local hosts=()
@@ -51,11 +53,11 @@ start() {
         launch "$run/$node.pid" "$run/$node.log" patroni "$run/$node.yml"
         # The first node bootstraps the cluster; the second copies it once it leads.
         [ "$node" != "${NODES[0]}" ] || wait_for 90 leads "$rest_port" ||
-            die "$node did not become the leader: see $run/$node.log"
+            die "$node did not become the leader: see $(log_of "$dir" "$node.log")"
     done
 
     say "waiting for a streaming synchronous standby"
-    wait_for 120 synchronous "$dir" || die "no synchronous standby: see $run/*.log"
+    wait_for 120 synchronous "$dir" || die "no synchronous standby: see $(log_of "$dir" "*.log")"
     local joined
     joined=$(
         IFS=,
@@ -164,22 +166,26 @@ EOF
 stop() {
     local dir=$1 run node pid
     [ -e "$dir/run" ] || die "$dir holds no cluster"
+    dir=$(cd "$dir" && pwd)
     run=$(readlink -f "$dir/run")
+    refuse_other_script "$dir" "$run"
     cd /
     # All at once: each takes seconds to exit, and none takes over while the others stop.
     for node in "${NODES[@]}"; do
-        [ ! -f "$run/$node.pid" ] || kill -TERM "$(cat "$run/$node.pid")" 2>/dev/null || true
+        for pid in $(patroni_pids "$dir" "$run" "$node"); do
+            kill -TERM "$pid" 2>/dev/null || true
+        done
     done
     for node in "${NODES[@]}"; do
-        [ ! -f "$run/$node.pid" ] || stop_pid "$(cat "$run/$node.pid")" 60 "Patroni $node"
+        for pid in $(patroni_pids "$dir" "$run" "$node"); do stop_pid "$pid" 60 "Patroni $node"; done
         # A node killed outright leaves its PostgreSQL behind.
-        pid=$(head -1 "$run/$node/postmaster.pid" 2>/dev/null || true)
-        if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        pid=$(postmaster_of "$run/$node")
+        if [ -n "$pid" ]; then
             say "stopping the PostgreSQL of $node (pid $pid)"
             as_pg "$PG_BIN/pg_ctl" -D "$run/$node" -m immediate -w -t 30 stop >/dev/null || true
         fi
     done
-    [ ! -f "$run/etcd.pid" ] || stop_pid "$(cat "$run/etcd.pid")" 30 etcd
+    for pid in $(pids_with_arg "$run/etcd"); do stop_pid "$pid" 30 etcd; done
     wait_for 30 no_leftovers "$run" || {
         say "killing what is left: $(leftovers "$run" | tr '\n' ' ')"
         leftovers "$run" | xargs -r kill -KILL 2>/dev/null || true
@@ -189,6 +195,18 @@ stop() {
     rm -f "$dir/database.url" "$dir/nodes"
     for node in "${NODES[@]}"; do rm -f "$dir/$node.yml"; done
     say "stopped"
+}
+
+# The pids of the Patroni processes of node $3 of DIR $1 (run folder $2), found by their
+# command line, `patroni CONFIG`: pid files go stale once a node is killed or restarted by
+# hand (through DIR's link to its configuration, or the run folder's).
+patroni_pids() {
+    local pid
+    for pid in $(pids_with_arg "$2/$3.yml" "$1/$3.yml"); do
+        if tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | grep -qx '\(.*/\)\?patroni'; then
+            echo "$pid"
+        fi
+    done
 }
 
 # The pids of processes working in run folder $1: every PostgreSQL process works in its data

@@ -17,12 +17,17 @@ start() {
     parts=$(parse_url "$UPSTREAM") || die "UPSTREAM is not a one-host postgresql:// URL"
     binary=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
     [ -x "$binary" ] || die "pgbouncer is not installed (apt-get install pgbouncer)"
+    read -r host upstream_port user dbname <<<"$parts"
+    # Else PgBouncer starts, and a client waits for it to give up on the upstream.
+    upstream_answers "$host" "$upstream_port" "$user" "$dbname"
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
     run=$(run_dir "$dir")
-    [ ! -e "$run/pgbouncer.ini" ] || die "$dir already holds a PgBouncer (running or stopped): use a new DIR"
+    refuse_other_script "$dir" "$run"
+    [ ! -e "$run/pgbouncer.ini" ] ||
+        die "$dir already holds a PgBouncer (running or stopped): use a new DIR"
+    claim "$run"
     stop_on_failure "$dir"
-    read -r host upstream_port user dbname <<<"$parts"
     port=${PGBOUNCER_PORT:-$(free_port)}
     echo "\"$user\" \"\"" >"$run/pgbouncer.users"
     cat >"$run/pgbouncer.ini" <<INI
@@ -43,11 +48,20 @@ INI
     say "starting PgBouncer on 127.0.0.1:$port in front of $host:$upstream_port"
     # PgBouncer refuses to run as root.
     as_pg "$binary" -d -q "$run/pgbouncer.ini" </dev/null >/dev/null 2>&1 ||
-        die "PgBouncer did not start: see $run/pgbouncer.log"
+        die "PgBouncer did not start: see $(log_of "$dir" pgbouncer.log)"
     wait_for 30 pg_query "$port" -U "$user" -d "$dbname" -c "SELECT 1" ||
-        die "PgBouncer does not answer: see $run/pgbouncer.log"
+        die "PgBouncer does not answer: see $(log_of "$dir" pgbouncer.log)"
     echo "postgresql://$user@127.0.0.1:$port/$dbname" >"$dir/pgbouncer.url"
     say "ready: $(cat "$dir/pgbouncer.url")"
+}
+
+# Refuse, in one line, an upstream (host $1, port $2) that does not answer `SELECT 1` as user
+# $3 on database $4 within a few seconds.
+upstream_answers() {
+    local error
+    error=$(PGCONNECT_TIMEOUT=3 "$PG_BIN/psql" -X -w -q -t -A -h "$1" -p "$2" -U "$3" -d "$4" \
+        -c "SELECT 1" 2>&1 >/dev/null) ||
+        die "the upstream $1:$2 does not answer (UPSTREAM=$UPSTREAM): $(head -1 <<<"${error#psql: error: }")"
 }
 
 # Host, port, user and database of the one-host libpq URL $1, on one line.
@@ -64,10 +78,11 @@ PY
 }
 
 stop() {
-    local dir=$1 run
+    local dir=$1 run pid
     [ -e "$dir/run" ] || die "$dir holds no PgBouncer"
     run=$(readlink -f "$dir/run")
-    [ ! -f "$run/pgbouncer.pid" ] || stop_pid "$(cat "$run/pgbouncer.pid")" 30 PgBouncer
+    refuse_other_script "$dir" "$run"
+    for pid in $(pids_with_arg "$run/pgbouncer.ini"); do stop_pid "$pid" 30 PgBouncer; done
     drop_side_run_dir "$dir"
     rm -f "$dir/pgbouncer.url"
     say "stopped"

@@ -16,7 +16,9 @@ start() {
     mkdir -p "$dir"
     dir=$(cd "$dir" && pwd)
     run=$(run_dir "$dir")
+    refuse_other_script "$dir" "$run"
     [ ! -e "$run/primary" ] || die "$dir already holds a cluster (running or stopped): use a new DIR"
+    claim "$run"
     stop_on_failure "$dir"
     primary_port=${PRIMARY_PORT:-$(free_port)}
     standby_port=${STANDBY_PORT:-$(free_port)}
@@ -24,7 +26,7 @@ start() {
 
     say "initdb of the primary in $run/primary"
     as_pg "$PG_BIN/initdb" -D "$run/primary" -U postgres --auth=trust -E UTF8 --no-instructions \
-        >"$run/initdb.log" 2>&1 || die "initdb failed: see $run/initdb.log"
+        >"$run/initdb.log" 2>&1 || die "initdb failed: see $(log_of "$dir" initdb.log)"
     cat >>"$run/primary/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
 port = $primary_port
@@ -41,12 +43,12 @@ host replication all 127.0.0.1/32 trust
 EOF
     say "starting the primary on 127.0.0.1:$primary_port"
     as_pg "$PG_BIN/pg_ctl" -D "$run/primary" -l "$run/primary.log" -w -t 60 start >/dev/null ||
-        die "the primary did not start: see $run/primary.log"
+        die "the primary did not start: see $(log_of "$dir" primary.log)"
 
     say "copying the standby with pg_basebackup"
     as_pg "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$primary_port" -U postgres \
         -D "$run/standby" -R -X stream -c fast >"$run/basebackup.log" 2>&1 ||
-        die "pg_basebackup failed: see $run/basebackup.log"
+        die "pg_basebackup failed: see $(log_of "$dir" basebackup.log)"
     cat >>"$run/standby/postgresql.conf" <<EOF
 port = $standby_port
 cluster_name = 'standby'
@@ -55,10 +57,10 @@ hot_standby_feedback = on
 EOF
     say "starting the standby on 127.0.0.1:$standby_port"
     as_pg "$PG_BIN/pg_ctl" -D "$run/standby" -l "$run/standby.log" -w -t 60 start >/dev/null ||
-        die "the standby did not start: see $run/standby.log"
+        die "the standby did not start: see $(log_of "$dir" standby.log)"
 
     say "waiting for the standby to stream"
-    wait_for 60 streaming "$primary_port" || die "the standby does not stream: see $run/*.log"
+    wait_for 60 streaming "$primary_port" || die "the standby does not stream: see $(log_of "$dir" "*.log")"
     echo "postgresql://postgres@127.0.0.1:$primary_port/postgres" >"$dir/primary.url"
     echo "postgresql://postgres@127.0.0.1:$standby_port/postgres" >"$dir/standby.url"
     say "ready: $(cat "$dir/primary.url") (primary), $(cat "$dir/standby.url") (standby)"
@@ -73,12 +75,13 @@ stop() {
     local dir=$1 run node
     [ -e "$dir/run" ] || die "$dir holds no cluster"
     run=$(readlink -f "$dir/run")
+    refuse_other_script "$dir" "$run"
     for node in standby primary; do
-        if [ -f "$run/$node/postmaster.pid" ]; then
+        if [ -n "$(postmaster_of "$run/$node")" ]; then
             say "stopping the $node"
             as_pg "$PG_BIN/pg_ctl" -D "$run/$node" -m fast -w -t 60 stop >/dev/null ||
                 as_pg "$PG_BIN/pg_ctl" -D "$run/$node" -m immediate -w -t 30 stop >/dev/null ||
-                say "the $node did not stop: see $run/$node.log"
+                say "the $node did not stop: see $(log_of "$dir" "$node.log")"
         fi
     done
     drop_side_run_dir "$dir"
