@@ -138,8 +138,9 @@ def _middleware(settings: Settings) -> list[Middleware]:
 async def _open_replica(settings: Settings) -> Replica | None:
     if settings.read_database_url is None:
         return None
-    # A replica may stop answering altogether: its statements are timed here too.
-    limits = replace(settings.pool, answer_timeout=True)
+    # A replica may stop answering altogether: its statements are timed here too. It is
+    # reached straight, not through a pooler.
+    limits = replace(settings.pool, answer_timeout=True, transaction_pooler=False)
     return Replica(await open_pool(settings.read_database_url, limits), settings.replica)
 
 

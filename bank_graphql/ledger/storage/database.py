@@ -41,7 +41,7 @@ class PoolLimits:
     answer_timeout: bool = False
     """Each statement is given its statement_timeout plus half a second to be answered,
     counted here (`PooledConnection.answer_timeout_s`): for a replica, which may stop
-    answering altogether."""
+    answering altogether. Not behind a transaction pooler."""
     transaction_pooler: bool = False
     """The URL reaches PostgreSQL through a pooler in transaction mode (PgBouncer's
     `pool_mode = transaction`), whose server sessions are shared: no statement is prepared,
@@ -101,21 +101,12 @@ class PooledConnection(AsyncConnection[TupleRow]):
         prepare: bool | None = None,
         binary: bool = False,
     ) -> Cursor:
-        if self.answer_timeout_s is None:
-            return await self._execute(query, params, prepare, binary)
-        try:
-            run = self._execute(query, params, prepare, binary)
-            return await within(self, run, self.answer_timeout_s)
-        except TimeoutError:
-            raise errors.OperationalError("the server stopped answering") from None
-
-    async def _execute(
-        self,
-        query: str | bytes | sql.SQL | sql.Composed,
-        params: Params | None,
-        prepare: bool | None,
-        binary: bool,
-    ) -> Cursor:
+        if self.answer_timeout_s is not None:
+            run = super().execute(query, params, prepare=prepare, binary=binary)
+            try:
+                return await within(self, run, self.answer_timeout_s)
+            except TimeoutError:
+                raise errors.OperationalError("the server stopped answering") from None
         alone = (
             self.local_timeouts is not None
             and self.pgconn.pipeline_status == pq.PipelineStatus.OFF
