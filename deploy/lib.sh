@@ -13,6 +13,10 @@ PYTHON=${PYTHON:-$(command -v /usr/bin/python3 || command -v python3)}
 # The running script's name: recorded in the run folder it starts, and in its messages.
 SCRIPT=${0##*/}
 
+# The script's own output, for the messages of an interrupted start: a trap may run while a
+# function's output goes to a log. Daemons must not hold it open (as_pg and launch close it).
+exec {SCRIPT_OUT}>&1 {SCRIPT_ERR}>&2
+
 say() { printf '%s: %s\n' "$SCRIPT" "$*"; }
 die() {
     say "error: $*" >&2
@@ -22,9 +26,10 @@ die() {
 # Run a command as the PostgreSQL user when root, as oneself otherwise.
 as_pg() {
     if [ "$(id -u)" -eq 0 ]; then
-        setpriv --reuid="$RUN_USER" --regid="$RUN_USER" --init-groups -- "$@"
+        setpriv --reuid="$RUN_USER" --regid="$RUN_USER" --init-groups -- "$@" \
+            {SCRIPT_OUT}>&- {SCRIPT_ERR}>&-
     else
-        "$@"
+        "$@" {SCRIPT_OUT}>&- {SCRIPT_ERR}>&-
     fi
 }
 
@@ -70,16 +75,25 @@ drop_side_run_dir() {
 # started in DIR ($1) with its `stop`, then exit non-zero.
 stop_on_failure() {
     STARTED_DIR=$1
-    trap 'say "interrupted" >&2; exit 130' INT
-    trap 'say "terminated" >&2; exit 143' TERM
+    trap 'interrupted SIGINT 130' INT
+    trap 'interrupted SIGTERM 143' TERM
     trap undo_start EXIT
+}
+
+interrupted() {
+    exec >&"$SCRIPT_OUT" 2>&"$SCRIPT_ERR"
+    say "interrupted ($1)" >&2
+    exit "$2"
 }
 
 undo_start() {
     local status=$?
     [ "$status" -ne 0 ] || return 0
+    exec >&"$SCRIPT_OUT" 2>&"$SCRIPT_ERR"
     # A second Ctrl-C must not cut the stop short: what it has not stopped would stay behind.
     trap '' INT TERM
+    # The stop waits for every process working in the run folder: this shell is none.
+    cd /
     say "start failed: stopping what it started"
     (stop "$STARTED_DIR") || true
     exit "$status"

@@ -75,9 +75,9 @@ launch() {
     shift 2
     if [ "$(id -u)" -eq 0 ]; then
         setpriv --reuid="$RUN_USER" --regid="$RUN_USER" --init-groups -- setsid "$@" \
-            </dev/null >"$log" 2>&1 &
+            </dev/null >"$log" 2>&1 {SCRIPT_OUT}>&- {SCRIPT_ERR}>&- &
     else
-        setsid "$@" </dev/null >"$log" 2>&1 &
+        setsid "$@" </dev/null >"$log" 2>&1 {SCRIPT_OUT}>&- {SCRIPT_ERR}>&- &
     fi
     echo $! >"$pid_file"
 }
@@ -177,7 +177,9 @@ stop() {
         done
     done
     for node in "${NODES[@]}"; do
-        for pid in $(patroni_pids "$dir" "$run" "$node"); do stop_pid "$pid" 60 "Patroni $node"; done
+        for pid in $(patroni_pids "$dir" "$run" "$node"); do
+            stop_pid "$pid" 60 "Patroni $node"
+        done
         # A node killed outright leaves its PostgreSQL behind.
         pid=$(postmaster_of "$run/$node")
         if [ -n "$pid" ]; then

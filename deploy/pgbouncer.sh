@@ -60,8 +60,10 @@ INI
 upstream_answers() {
     local error
     error=$(PGCONNECT_TIMEOUT=3 "$PG_BIN/psql" -X -w -q -t -A -h "$1" -p "$2" -U "$3" -d "$4" \
-        -c "SELECT 1" 2>&1 >/dev/null) ||
-        die "the upstream $1:$2 does not answer (UPSTREAM=$UPSTREAM): $(head -1 <<<"${error#psql: error: }")"
+        -c "SELECT 1" 2>&1 >/dev/null) || {
+        error=$(head -1 <<<"${error#psql: error: }")
+        die "the upstream $1:$2 does not answer SELECT 1 (UPSTREAM=$UPSTREAM): $error"
+    }
 }
 
 # Host, port, user and database of the one-host libpq URL $1, on one line.

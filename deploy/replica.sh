@@ -60,7 +60,8 @@ EOF
         die "the standby did not start: see $(log_of "$dir" standby.log)"
 
     say "waiting for the standby to stream"
-    wait_for 60 streaming "$primary_port" || die "the standby does not stream: see $(log_of "$dir" "*.log")"
+    wait_for 60 streaming "$primary_port" ||
+        die "the standby does not stream: see $(log_of "$dir" "*.log")"
     echo "postgresql://postgres@127.0.0.1:$primary_port/postgres" >"$dir/primary.url"
     echo "postgresql://postgres@127.0.0.1:$standby_port/postgres" >"$dir/standby.url"
     say "ready: $(cat "$dir/primary.url") (primary), $(cat "$dir/standby.url") (standby)"
