@@ -37,7 +37,10 @@ FUNDED = 3
 SLOTS = FUNDED + 2
 SYSTEM_START_MS = 1_700_000_000_000
 
+# feed_state first: a live feed sequencing meanwhile locks its row before the feed, so this
+# waits for it instead of deadlocking with it.
 RESET = """
+LOCK TABLE feed_state IN ACCESS EXCLUSIVE MODE;
 ALTER TABLE entries DISABLE TRIGGER entries_no_truncate;
 ALTER TABLE feed DISABLE TRIGGER feed_no_truncate;
 ALTER TABLE chain_anchors DISABLE TRIGGER chain_anchors_no_truncate;
