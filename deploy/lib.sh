@@ -126,6 +126,19 @@ refuse_other_script() {
 # Record that this script makes the cluster of run folder $1.
 claim() { echo "$SCRIPT" >"$1/made-by"; }
 
+# The first steps of every start, on the caller's `dir` and `run`: DIR made absolute, its run
+# folder made, a DIR of another script or one already started ($1 exists in the run folder)
+# refused, the DIR claimed, and what the start makes stopped if it fails or is interrupted.
+begin_start() {
+    mkdir -p "$dir"
+    dir=$(cd "$dir" && pwd)
+    run=$(run_dir "$dir")
+    refuse_other_script "$dir" "$run"
+    [ ! -e "$run/$1" ] || die "$dir already holds a cluster (running or stopped): use a new DIR"
+    claim "$run"
+    stop_on_failure "$dir"
+}
+
 # Where the log named $2 of DIR $1 is once a failed start has stopped: DIR/logs when the
 # run folder lives outside DIR (stop deletes it), else DIR/run.
 log_of() {

@@ -18,13 +18,7 @@ DCS=${DCS:-etcd3}
 
 start() {
     local dir=$1 run client peer node
-    mkdir -p "$dir"
-    dir=$(cd "$dir" && pwd)
-    run=$(run_dir "$dir")
-    refuse_other_script "$dir" "$run"
-    [ ! -e "$run/etcd" ] || die "$dir already holds a cluster (running or stopped): use a new DIR"
-    claim "$run"
-    stop_on_failure "$dir"
+    begin_start etcd
     cd "$run"
     client=$(free_port)
     peer=$(free_port)

@@ -20,14 +20,7 @@ start() {
     read -r host upstream_port user dbname <<<"$parts"
     # Else PgBouncer starts, and a client waits for it to give up on the upstream.
     upstream_answers "$host" "$upstream_port" "$user" "$dbname"
-    mkdir -p "$dir"
-    dir=$(cd "$dir" && pwd)
-    run=$(run_dir "$dir")
-    refuse_other_script "$dir" "$run"
-    [ ! -e "$run/pgbouncer.ini" ] ||
-        die "$dir already holds a PgBouncer (running or stopped): use a new DIR"
-    claim "$run"
-    stop_on_failure "$dir"
+    begin_start pgbouncer.ini
     port=${PGBOUNCER_PORT:-$(free_port)}
     echo "\"$user\" \"\"" >"$run/pgbouncer.users"
     cat >"$run/pgbouncer.ini" <<INI

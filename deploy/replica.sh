@@ -13,13 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 start() {
     local dir=$1 run primary_port standby_port
-    mkdir -p "$dir"
-    dir=$(cd "$dir" && pwd)
-    run=$(run_dir "$dir")
-    refuse_other_script "$dir" "$run"
-    [ ! -e "$run/primary" ] || die "$dir already holds a cluster (running or stopped): use a new DIR"
-    claim "$run"
-    stop_on_failure "$dir"
+    begin_start primary
     primary_port=${PRIMARY_PORT:-$(free_port)}
     standby_port=${STANDBY_PORT:-$(free_port)}
     [ "$primary_port" != "$standby_port" ] || standby_port=$(free_port)

@@ -98,6 +98,14 @@ def _servers(
     return [serve(*args, *lag, env=env) for _ in range(count)]
 
 
+async def _one_server(serve: Serve, pair: Pair, account: str, balance: int) -> tuple[Server, Bank]:
+    """A server on the pair, and `account` opened with `balance` through it."""
+    (server,) = _servers(serve, pair, 1)
+    bank = Bank(server)
+    await bank.open(account, balance)
+    return server, bank
+
+
 async def _last_entry(bank: Bank, account: str, at: int) -> tuple[int, str]:
     """The balance of `account` at `at`, and the id of its latest entry, read as history."""
     found = (await bank.post(HISTORY, {"id": account, "at": at}))["data"]["account"]
@@ -137,9 +145,7 @@ async def _read_your_writes(writer: Bank, reader: Bank, prefix: str) -> None:
 async def test_history_reads_use_the_replica_and_fall_back_while_it_lags(
     serve: Serve, pair: Pair
 ) -> None:
-    (server,) = _servers(serve, pair, 1)
-    bank = Bank(server)
-    await bank.open("lag-a", 1_000)
+    server, bank = await _one_server(serve, pair, "lag-a", 1_000)
     await bank.open("lag-b")
     entry = await bank.transfer("lag-a", "lag-b", 1)
     assert (await _last_entry(bank, "lag-a", entry["timestamp"]))[1] == entry["id"]
@@ -169,9 +175,7 @@ async def _exporting(
 ) -> tuple[Bank, list[str]]:
     """A server, `account` opened through it, and the export of its statement from the
     primary."""
-    (server,) = _servers(serve, pair, 1)
-    bank = Bank(server)
-    await bank.open(account, balance)
+    _, bank = await _one_server(serve, pair, account, balance)
     return bank, [
         "export",
         "--database-url",
@@ -230,9 +234,7 @@ def test_a_read_url_that_is_no_replica_of_the_database_is_refused(
 async def test_a_replica_that_stops_answering_costs_a_fallback_not_a_hang(
     serve: Serve, pair: Pair
 ) -> None:
-    (server,) = _servers(serve, pair, 1)
-    bank = Bank(server)
-    await bank.open("frozen-a", 100)
+    server, bank = await _one_server(serve, pair, "frozen-a", 100)
     with pair.standby_frozen():
         entry = await bank.deposit("frozen-a", 1)
         started = time.monotonic()
@@ -331,9 +333,7 @@ async def test_a_read_under_way_when_the_replica_stops_answering_ends_in_time(
 
 
 async def test_a_restarted_replica_serves_the_next_read(serve: Serve, pair: Pair) -> None:
-    (server,) = _servers(serve, pair, 1)
-    bank = Bank(server)
-    await bank.open("restart-a", 100)
+    server, bank = await _one_server(serve, pair, "restart-a", 100)
     reads = [_last_entry(bank, "restart-a", 1) for _ in range(8)]
     await asyncio.gather(*reads)  # the replica's pool holds several connections now
     pair.pg_ctl("restart", "-m", "fast", "-w", "-t", "60")
@@ -367,9 +367,7 @@ async def until_replayed(pair: Pair) -> None:
 async def test_a_replica_that_keeps_falling_behind_is_one_warning_a_minute(
     serve: Serve, pair: Pair
 ) -> None:
-    (server,) = _servers(serve, pair, 1)
-    bank = Bank(server)
-    await bank.open("flap-a", 100)
+    server, bank = await _one_server(serve, pair, "flap-a", 100)
     for _ in range(4):
         _replay(pair, on=False)
         try:
