@@ -50,8 +50,8 @@ from bank_graphql.ledger.storage.credentials import (
 )
 from bank_graphql.ledger.storage.database import (
     Conn,
+    DatabaseIdentity,
     PoolLimits,
-    check_connects,
     database_identity,
     ensure_database,
     one_connection,
@@ -92,6 +92,7 @@ __all__ = [
     "ClockMode",
     "Conn",
     "DatabaseBusy",
+    "DatabaseIdentity",
     "DatabaseTooNew",
     "DatabaseUnavailable",
     "EndReason",
@@ -135,7 +136,6 @@ __all__ = [
     "audit_books",
     "audit_database",
     "audit_rules",
-    "check_connects",
     "count_api_keys",
     "create_api_key",
     "create_first_admin_key",

@@ -15,9 +15,9 @@ from typing import NoReturn
 import psycopg
 
 from bank_graphql.ledger import (
+    DatabaseIdentity,
     PoolLimits,
     SchemaVersionError,
-    check_connects,
     database_identity,
     migrate,
     require_current,
@@ -89,18 +89,21 @@ def check_pooler_options(args: argparse.Namespace) -> None:
 _POOLER_REFUSAL = "unsupported startup parameter"
 
 
-def _first_line(exc: psycopg.Error) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+def first_line(exc: BaseException) -> str:
+    """The first line of what `exc` says, or its kind when it says nothing."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _check_connects(url: str, pooled: bool, which: str) -> None:
+def _check_connects(url: str, pooled: bool, which: str) -> DatabaseIdentity:
     """One connection opened as the pool opens them: a pooler in transaction mode named as
-    PostgreSQL (it refuses the `options` the timeouts travel in) is told so in one line."""
+    PostgreSQL (it refuses the `options` the timeouts travel in) is told so in one line, and
+    so is a standby, which takes no writes."""
     try:
-        standby = check_connects(url, PoolLimits(transaction_pooler=pooled))
+        identity = database_identity(url, PoolLimits(transaction_pooler=pooled))
     except psycopg.Error as exc:
-        reason = _first_line(exc)
-        if _POOLER_REFUSAL not in reason:
+        reason = first_line(exc)
+        if _POOLER_REFUSAL not in reason or pooled:
             refuse("serve", f"cannot reach the database through {which}: {reason}")
         if which == "--database-url":
             refuse(
@@ -109,29 +112,26 @@ def _check_connects(url: str, pooled: bool, which: str) -> None:
                 "--direct-database-url, a URL straight to PostgreSQL",
             )
         refuse("serve", f"{which} is a pooler ({reason}): it must reach PostgreSQL itself")
-    if standby:
+    if identity.standby:
         refuse("serve", f"{which} reaches a standby, which takes no writes: give the primary")
+    return identity
 
 
 def _check_same_database(pooled: str, direct: str) -> None:
     """Both URLs must reach one database: the migration at start goes the direct way."""
-    _check_connects(direct, False, "--direct-database-url")
-    try:
-        through_pooler = database_identity(pooled, pooled=True)
-        straight = database_identity(direct, pooled=False)
-    except psycopg.Error as exc:
-        refuse("serve", f"cannot reach the database through both URLs: {_first_line(exc)}")
-    if through_pooler[0] != straight[0]:
+    straight = _check_connects(direct, False, "--direct-database-url")
+    through_pooler = _check_connects(pooled, True, "--database-url")
+    if through_pooler.name != straight.name:
         refuse(
             "serve",
-            f"--database-url reaches {through_pooler[0]!r} and --direct-database-url "
-            f"{straight[0]!r}: not the same database",
+            f"--database-url reaches {through_pooler.name!r} and --direct-database-url "
+            f"{straight.name!r}: not the same database",
         )
-    if through_pooler != straight:
+    if through_pooler.server_started != straight.server_started:
         refuse(
             "serve",
-            f"--database-url and --direct-database-url reach databases named {straight[0]!r} "
-            "on two different PostgreSQL servers",
+            f"--database-url and --direct-database-url reach databases named "
+            f"{straight.name!r} on two different PostgreSQL servers",
         )
 
 

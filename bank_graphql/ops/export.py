@@ -26,7 +26,13 @@ from bank_graphql.ledger import (
     replayed_within,
 )
 from bank_graphql.ledger.domain.rules import MAX_TIMESTAMP_MS, payment_id
-from bank_graphql.ops.database import add_database_options, database, one_line_errors, refuse
+from bank_graphql.ops.database import (
+    add_database_options,
+    database,
+    first_line,
+    one_line_errors,
+    refuse,
+)
 from bank_graphql.ops.progress import progress
 from bank_graphql.ops.replica import Unreachable, add_replica_options, check_replica
 
@@ -166,7 +172,7 @@ async def _replica(url: str, position: str, lag_max_ms: int) -> AsyncIterator[Co
     try:
         conn = await psycopg.AsyncConnection.connect(url, autocommit=True, connect_timeout=10)
     except psycopg.Error as exc:
-        _replica_note(f"cannot reach --read-database-url ({str(exc).strip()[:200]})")
+        _replica_note(f"cannot reach --read-database-url ({first_line(exc)})")
         yield None
         return
     async with conn:

@@ -7,16 +7,11 @@ import os
 
 import psycopg
 
-from bank_graphql.ledger import ReplicaLimits
-from bank_graphql.ops.database import refuse
+from bank_graphql.ledger import DatabaseIdentity, PoolLimits, ReplicaLimits, database_identity
+from bank_graphql.ops.database import first_line, refuse
 
 LAG_MAX_MS_CEILING = 10_000
 """A read waits no longer than this for the replica: past it, the primary answers sooner."""
-
-_IDENTITY = """
-SELECT (SELECT system_identifier FROM pg_control_system())::text, current_database(),
-       pg_is_in_recovery()
-"""
 
 
 class Unreachable(Exception):
@@ -41,15 +36,11 @@ def add_replica_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _identity(url: str, which: str) -> tuple[str, str, bool]:
+def _identity(url: str, which: str) -> DatabaseIdentity:
     try:
-        with psycopg.Connection.connect(url, autocommit=True, connect_timeout=10) as conn:
-            row = conn.execute(_IDENTITY).fetchone()
+        return database_identity(url, PoolLimits())
     except psycopg.Error as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise Unreachable(f"cannot reach {which}: {reason}") from exc
-    assert row is not None
-    return str(row[0]), str(row[1]), bool(row[2])
+        raise Unreachable(f"cannot reach {which}: {first_line(exc)}") from exc
 
 
 def check_replica(command: str, args: argparse.Namespace, primary_url: str) -> None:
@@ -62,14 +53,14 @@ def check_replica(command: str, args: argparse.Namespace, primary_url: str) -> N
     except Unreachable as exc:
         refuse(command, exc)
     replica = _identity(args.read_database_url, "--read-database-url")
-    if replica[0] != primary[0]:
+    if replica.system != primary.system:
         refuse(command, "--read-database-url is not a replica of the database's cluster")
-    if replica[1] != primary[1]:
+    if replica.name != primary.name:
         refuse(
             command,
-            f"--read-database-url reaches database {replica[1]!r}, the primary {primary[1]!r}",
+            f"--read-database-url reaches database {replica.name!r}, the primary {primary.name!r}",
         )
-    if not replica[2]:
+    if not replica.standby:
         refuse(command, "--read-database-url is not a standby: it takes writes")
 
 

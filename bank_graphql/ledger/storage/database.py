@@ -212,23 +212,33 @@ def ensure_database(server_url: str, name: str) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
-def check_connects(database_url: str, limits: PoolLimits) -> bool:
-    """Open one connection as the pool would open it, and tell whether the server is a
-    standby (read-only); raises psycopg.Error, as the server refuses it, when it cannot."""
+@dataclass(frozen=True, slots=True)
+class DatabaseIdentity:
+    """Which database a URL reaches, the same through a pooler as straight."""
+
+    name: str
+    server_started: str
+    """When its server started: two servers may hold databases of one name."""
+    system: str
+    """Its cluster's system identifier, which a streaming replica shares."""
+    standby: bool
+    """In recovery: it takes no writes."""
+
+
+_IDENTITY = """
+SELECT current_database(), pg_postmaster_start_time()::text,
+       (SELECT system_identifier FROM pg_control_system())::text, pg_is_in_recovery()
+"""
+
+
+def database_identity(database_url: str, limits: PoolLimits) -> DatabaseIdentity:
+    """Which database `database_url` reaches, through a connection opened as the pool would
+    open it; raises psycopg.Error, as the server refuses it, when it cannot."""
     options = _connection_options(limits)
     with Connection.connect(database_url, connect_timeout=10, **options) as conn:
-        row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
-    return bool(row and row[0])
-
-
-def database_identity(database_url: str, *, pooled: bool) -> tuple[str, str]:
-    """Which database `database_url` reaches: its name and its server's start time, the same
-    through a pooler as straight. Raises psycopg.Error when it cannot be reached."""
-    options: dict[str, Any] = {"prepare_threshold": None} if pooled else {}
-    with Connection.connect(database_url, autocommit=True, connect_timeout=10, **options) as conn:
-        row = conn.execute("SELECT current_database(), pg_postmaster_start_time()::text").fetchone()
+        row = conn.execute(_IDENTITY).fetchone()
     assert row is not None
-    return str(row[0]), str(row[1])
+    return DatabaseIdentity(str(row[0]), str(row[1]), str(row[2]), bool(row[3]))
 
 
 # Statement or lock timeouts and lost races: the database is up but could not finish in time.
