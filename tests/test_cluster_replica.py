@@ -384,3 +384,20 @@ async def test_a_replica_that_keeps_falling_behind_is_one_warning_a_minute(
     warnings = [line for line in lines if "replica" in line and "WARNING" in line]
     assert len(warnings) == 1, warnings
     await bank.aclose()
+
+
+async def test_only_reads_of_history_go_to_the_replica_fragments_included(
+    serve: Serve, pair: Pair
+) -> None:
+    server, bank = await _one_server(serve, pair, "route-a", 100)
+    hidden = (
+        'query { ...A } fragment A on Query { x: account(id: "route-a") '
+        "{ ... on Account { payments(first: 1) { nodes { id } } } } }"
+    )
+    plain = '{ account(id: "route-a") { balance outgoing } topSpenders(first: 1) { accountId } }'
+    served = counter(server, REPLICA_READS)
+    await bank.post(plain)
+    assert counter(server, REPLICA_READS) == served
+    await bank.post(hidden)
+    assert counter(server, REPLICA_READS) == served + 1
+    await bank.aclose()
